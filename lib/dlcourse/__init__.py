@@ -1,0 +1,16 @@
+"""dlcourse: the reference implementations, data and checks behind the course notebooks.
+
+One module per topic, named after the lecture that introduces it:
+
+    dlcourse.conv       convolution, padding, stride and pooling (lecture 04)
+    dlcourse.data       small data sets that ship with the course or a package (no downloads)
+    dlcourse.device     where tensors live: CUDA when present, else the CPU
+    dlcourse.seeding    reproducible random numbers
+    dlcourse.training   a small training loop with a progress bar
+    dlcourse.checks     the comparisons that exercise tests use to explain a wrong answer
+    dlcourse.grading    nbgrader plug-ins for instructors
+
+Importing the package does no work: no seeding, no global options, no device probing.
+"""
+
+__version__ = "0.1.0"

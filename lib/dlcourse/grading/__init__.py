@@ -1,0 +1,1 @@
+"""Instructor-side tools around nbgrader (grading plug-ins, the batch grader)."""

@@ -1,0 +1,48 @@
+"""nbgrader configuration for the course (read by every `nbgrader` command run here).
+
+Layout: solutions/<assignment>/<notebook>.ipynb is the instructor's source,
+exercises/<assignment>/<notebook>.ipynb the student release; students' work lives in
+submitted/, autograded/ and feedback/ (git-ignored).
+
+Environment variables:
+  DLCOURSE_GRADEBOOK_URL  any SQLAlchemy URL (e.g. postgresql://user@host/db);
+                          default: sqlite:///<course root>/gradebook.db
+  DLCOURSE_CELL_TIMEOUT   seconds one cell may run while grading (default 300)
+"""
+import os
+from pathlib import Path
+
+c = get_config()  # noqa: F821 (injected by traitlets when nbgrader loads this file)
+
+ROOT = Path(__file__).resolve().parent
+
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.course_id = "dlcourse"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "exercises"
+c.CourseDirectory.db_url = os.environ.get(
+    "DLCOURSE_GRADEBOOK_URL", f"sqlite:///{ROOT / 'gradebook.db'}"
+)
+
+# Training cells take tens of seconds on a laptop CPU; an endless loop is cut off here
+# and only the cell that hangs loses its points (the kernel is interrupted, not killed).
+c.Execute.timeout = int(os.environ.get("DLCOURSE_CELL_TIMEOUT", "300"))
+c.Execute.interrupt_on_timeout = True
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# A student who deletes a test cell must not lose (or dodge) its points: put it back.
+c.OverwriteCells.add_missing_cells = True
+
+# Any stderr output zeroes a test cell in nbgrader. Harmless library warnings
+# (torch, numpy, matplotlib) must not cost a correct answer its marks.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"\w*Warning\b"
+
+# Feedback must not show hidden tests: neither their source nor their tracebacks.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "dlcourse.grading.preprocessors.HideHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
