@@ -14,6 +14,8 @@ NBGRADER := $(BIN)/nbgrader
 ASSIGNMENTS := $(notdir $(wildcard solutions/ps_*))
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PYTEST_ARGS ?=
+# nbgrader calls `alembic` (and the kernel `python`) by name: put the venv first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install lab test release autograde feedback outputs clean
 

@@ -32,6 +32,8 @@ class Course:
 
     def nbgrader(self, *args, cell_timeout: int = 30, check: bool = False) -> subprocess.CompletedProcess:
         env = dict(os.environ, DLCOURSE_CELL_TIMEOUT=str(cell_timeout), PYTHONHASHSEED="0")
+        # nbgrader runs `alembic` by name: the venv's bin must come first on PATH
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.pop("DLCOURSE_GRADEBOOK_URL", None)
         proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=self.root, env=env,
                               capture_output=True, text=True, timeout=900)
@@ -62,8 +64,10 @@ class Course:
         return self.nbgrader("generate_feedback", assignment, "--force")
 
     def scores(self, assignment: str, notebook: str) -> dict:
-        """{student: {"parts": {grade_id: score}, "max": {grade_id: max}, "auto_total": float}}
-        for every student with a graded submission (students whose grading failed are absent)."""
+        """{student: {"graded": bool, "parts": {grade_id: score}, "max": {grade_id: max}, "auto_total": float}}
+        for every student in the gradebook with a submission. "graded" is nbgrader's own test:
+        an autograded copy exists (it is removed when the notebook could not be graded), so a
+        failed student is never mistaken for one who scored 0."""
         from nbgrader.api import Gradebook, MissingEntry
 
         result = {}
@@ -74,7 +78,9 @@ class Course:
                 except MissingEntry:
                     continue
                 parts = {g.name: g.score for g in sub.grades}
+                graded = self.path("autograded", student.id, assignment, f"{notebook}.ipynb").exists()
                 result[student.id] = {
+                    "graded": graded,
                     "parts": parts,
                     "max": {g.name: g.max_score for g in sub.grades},
                     "auto_total": sum(g.score for g in sub.grades if g.auto_score is not None),
@@ -120,7 +126,7 @@ def solved(course: Course, assignment: str, notebook: str, overrides: dict | Non
     return nb
 
 
-def test_cell_ids(course: Course, assignment: str, notebook: str) -> list[str]:
+def graded_test_ids(course: Course, assignment: str, notebook: str) -> list[str]:
     """grade_ids of the autograded test cells, in notebook order."""
     nb = course.read("solutions", assignment, f"{notebook}.ipynb")
     return [grade_id(c) for c in nb.cells

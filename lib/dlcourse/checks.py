@@ -40,6 +40,8 @@ def check_close(got, expected, name: str = "output", atol: float = 1e-6, rtol: f
     check_shape(got_np, exp_np.shape, name)
     ok = np.isclose(got_np, exp_np, atol=atol, rtol=rtol, equal_nan=True)
     if not ok.all():
+        if ok.ndim == 0:
+            raise AssertionError(f"{name}: expected {_fmt(exp_np)}, got {_fmt(got_np)}")
         bad = np.argwhere(~ok)
         first = tuple(int(i) for i in bad[0])
         raise AssertionError(

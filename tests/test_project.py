@@ -1,0 +1,76 @@
+"""The course's contracts: install files agree, the release is exactly what nbgrader makes
+from the sources and leaks nothing, notebooks are committed in a reviewable state."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbgrader_harness import REPO, make_course
+
+SOLUTIONS = sorted(REPO.glob("solutions/*/*.ipynb"))
+ASSIGNMENTS = sorted({p.parent.name for p in SOLUTIONS})
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    env = (REPO / "environment.yml").read_text()
+    pip_lines = re.findall(r"^\s+- ([A-Za-z0-9_.\-\[\]]+==[^\s#]+)\s*$", env, flags=re.M)
+    assert sorted(pip_lines) == sorted(wanted), "environment.yml's pip list must equal pyproject's dependencies + dev extra"
+    assert re.search(r"^\s+- python=3\.11\s*$", env, flags=re.M)
+    assert re.search(r"^\s+- -e \.\s*$", env, flags=re.M), "environment.yml must install the course library itself"
+
+
+def test_torch_is_pinned_to_the_cpu_build_version():
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "torch==2.13.0" in deps
+
+
+def test_readme_shows_the_two_commands_first_and_ci_runs_make_test():
+    readme = (REPO / "README.md").read_text()
+    first_block = readme.split("```")[1]
+    assert "make lab" in first_block and "make test" in first_block
+    assert re.search(r"^make test\s*$", (REPO / ".ci" / "run").read_text(), flags=re.M)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_is_regenerated_exactly_from_solutions(tmp_path, assignment):
+    course = make_course(tmp_path, [assignment])
+    for made in sorted(course.path("exercises", assignment).glob("*.ipynb")):
+        committed = REPO / "exercises" / assignment / made.name
+        assert committed.exists(), f"{committed} is missing: run `make release`"
+        assert made.read_text() == committed.read_text(), f"{committed} is stale: run `make release` and commit"
+    made_names = {p.name for p in course.path("exercises", assignment).iterdir()}
+    committed_names = {p.name for p in (REPO / "exercises" / assignment).iterdir()}
+    assert made_names == committed_names
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_release_contains_no_solution_or_hidden_test(solution):
+    release = REPO / "exercises" / solution.parent.name / solution.name
+    text = release.read_text()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in text, f"{release} contains {marker!r}"
+    source = nbformat.read(solution, as_version=4)
+    released = nbformat.read(release, as_version=4)
+    for cell in source.cells:
+        for block in re.findall(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END", cell.source, flags=re.S):
+            for line in block.splitlines():
+                line = line.strip()
+                if len(line) > 25 and not line.startswith("#"):
+                    assert all(line not in c.source for c in released.cells), f"{release} leaks: {line}"
+    assert all(not c.get("outputs") for c in released.cells if c.cell_type == "code"), "release must have no outputs"
+
+
+@pytest.mark.parametrize("path", sorted(REPO.glob("lectures/*.ipynb")) + SOLUTIONS, ids=lambda p: p.name)
+def test_notebooks_are_stored_executed_small_and_on_the_standard_kernel(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert path.stat().st_size < 1_500_000, f"{path} is too large: shrink its figures"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and c["source"]]
+    assert all(c.get("execution_count") for c in code), f"{path} has unexecuted cells: run `make outputs`"
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path} was not run top to bottom in one go: run `make outputs`"
