@@ -1,16 +1,18 @@
 """End to end: release ps_dropout, grade real submissions with nbgrader, check scores.
 
-One course, eight students, one `nbgrader autograde` call. Besides the model answer
-(alice) and the untouched release (bob), each student makes two classic mistakes in two
-different functions; the parts that test those functions must score 0 and every other
-part must keep its points:
+One course, six students, one `nbgrader autograde` call. Besides the model answer
+(alice) and the untouched release (bob), each student makes three classic mistakes in
+three different functions; the parts that test those functions must score 0 and every
+other part must keep its points:
 
-    carol  dropout: no 1/(1-p) rescaling         sgd: v <- mu v + (1 - mu) g (dampened average)
-    dave   dropout: p taken as keep probability  adam: no bias correction
-    erin   dropout: rescales in eval mode too    backward: forgets the 1/(1-p)
-    frank  dropout: still drops in eval mode     classic: the slides' factor 1/(1+p)
-    gina   classic: eval x/(1-p)                 sgd: v <- mu v - lr g, w <- w + v (velocity in steps)
-    hank   backward: ignores the mask            adam: eps inside the square root
+    carol  dropout: no 1/(1-p) rescaling         backward: forgets the 1/(1-p)
+           sgd: v <- mu v + (1 - mu) g (a dampened average)
+    dave   dropout: p taken as keep probability  classic: the slides' factor 1/(1+p)
+           adam: no bias correction
+    erin   dropout: rescales in eval mode too    backward: ignores the mask
+           sgd: v <- mu v - lr g, w <- w + v (velocity measured in steps)
+    frank  dropout: still drops in eval mode     classic: eval x/(1-p)
+           adam: eps inside the square root
 """
 import pytest
 
@@ -100,12 +102,14 @@ def adam_step(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
 """),
 }
 STUDENTS = {  # student -> (mistakes, the parts that must score 0)
-    "carol": (["no_rescale", "dampened_momentum"], ["test_dropout_train", "test_sgd_momentum"]),
-    "dave": (["p_as_keep", "adam_no_bias_correction"], ["test_dropout_train", "test_adam"]),
-    "erin": (["rescale_in_eval", "backward_no_scale"], ["test_dropout_eval", "test_dropout_backward"]),
-    "frank": (["drops_in_eval", "slides_factor"], ["test_dropout_eval", "test_classic_dropout"]),
-    "gina": (["inverted_factor", "velocity_in_steps"], ["test_classic_dropout", "test_sgd_momentum"]),
-    "hank": (["backward_no_mask", "adam_eps_inside_sqrt"], ["test_dropout_backward", "test_adam"]),
+    "carol": (["no_rescale", "backward_no_scale", "dampened_momentum"],
+              ["test_dropout_train", "test_dropout_backward", "test_sgd_momentum"]),
+    "dave": (["p_as_keep", "slides_factor", "adam_no_bias_correction"],
+             ["test_dropout_train", "test_classic_dropout", "test_adam"]),
+    "erin": (["rescale_in_eval", "backward_no_mask", "velocity_in_steps"],
+             ["test_dropout_eval", "test_dropout_backward", "test_sgd_momentum"]),
+    "frank": (["drops_in_eval", "inverted_factor", "adam_eps_inside_sqrt"],
+              ["test_dropout_eval", "test_classic_dropout", "test_adam"]),
 }
 
 
