@@ -4,6 +4,9 @@
 #   make release                  regenerate exercises/ from solutions/ (nbgrader generate_assignment)
 #   make autograde ASSIGNMENT=..  grade everything under submitted/ for one assignment
 #   make feedback ASSIGNMENT=..   write feedback/ HTML for the graded submissions
+#   make grade ASSIGNMENT=.. SUBMISSIONS=export.zip
+#                                 the whole batch: register, sandboxed parallel autograde,
+#                                 feedback, grades/<assignment>/grades.csv and report.html
 #   make outputs                  re-execute lectures and solutions to refresh stored outputs
 
 PYTHON ?= python3.11
@@ -17,7 +20,7 @@ PYTEST_ARGS ?=
 # nbgrader calls `alembic` (and the kernel `python`) by name: put the venv first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lab test release autograde feedback outputs clean
+.PHONY: install lab test release autograde feedback grade outputs clean
 
 install: $(STAMP)
 
@@ -47,6 +50,10 @@ autograde: $(STAMP)
 feedback: $(STAMP)
 	@test -n "$(ASSIGNMENT)" || { echo "usage: make feedback ASSIGNMENT=ps_convolution"; exit 2; }
 	$(NBGRADER) generate_feedback $(ASSIGNMENT) --force
+
+grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=ps_convolution SUBMISSIONS=export.zip [GRADE_ARGS='--workers 4']"; exit 2; }
+	$(BIN)/dlcourse-grade --assignment $(ASSIGNMENT) --submissions $(SUBMISSIONS) $(GRADE_ARGS)
 
 outputs: $(STAMP)
 	$(BIN)/python -m dlcourse.notebooks execute lectures/*.ipynb solutions/*/*.ipynb

@@ -1,0 +1,68 @@
+"""Last step before a grading kernel starts: limits, an unprivileged user, a clean environment.
+
+Run by the grader (inside the sandbox when there is one) as a plain script, stdlib only:
+
+    python -I _kernel_stage.py '<json settings>' <connection file> -- python -m ipykernel_launcher -f {conn}
+
+It sets the kernel's resource limits (address space, processes, CPU seconds, file size, open
+files, no core dumps) BEFORE any student code exists, starts a new session (so an interrupt
+reaches the kernel and its children only), switches to an unprivileged uid when started as root
+(RLIMIT_NPROC does not apply to root), copies the connection file where that uid can read it, and
+execs the kernel with a whitelisted environment (no instructor secrets such as database URLs).
+"""
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+
+KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONHASHSEED", "NBGRADER_EXECUTION", "TZ")
+PR_SET_PDEATHSIG = 1
+
+
+def _limit(name: str, value: int) -> None:
+    kind = getattr(resource, name)
+    soft, hard = value, value
+    if name == "RLIMIT_CPU":
+        hard = value + 5  # SIGXCPU first, SIGKILL 5 s later
+    resource.setrlimit(kind, (soft, hard))
+
+
+def main(argv: list[str]) -> None:
+    settings = json.loads(argv[1])
+    connection_file = argv[2]
+    if argv[3] != "--":
+        raise SystemExit("usage: _kernel_stage.py SETTINGS CONNECTION_FILE -- KERNEL COMMAND")
+    command = argv[4:]
+    with open(connection_file, "rb") as f:
+        connection = f.read()
+
+    for name, value in settings["limits"].items():
+        _limit(name, int(value))
+    os.setsid()
+
+    uid = settings.get("uid")
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    # die with the grading worker even without the sandbox (cleared by the uid change: set it after)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    home = settings["home"]
+    own_connection = os.path.join(settings["connection_dir"], "kernel-own.json")
+    fd = os.open(own_connection, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(connection)
+
+    env = {k: v for k, v in os.environ.items() if k in KEEP_ENV}
+    env.update(HOME=home, TMPDIR=home, IPYTHONDIR=os.path.join(home, ".ipython"),
+               MPLCONFIGDIR=os.path.join(home, ".matplotlib"), MPLBACKEND="agg", PYTHONNOUSERSITE="1")
+    os.chdir(home)
+    command = [own_connection if part == connection_file else part for part in command]
+    os.execve(command[0], command, env)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,342 @@
+"""Grade a whole class: submissions in, grades.csv, feedback and a report out.
+
+    grade_batch(course_root, "ps_convolution", "submissions.zip", workers=2)
+
+1. collect the zip/folder; keep every file unmodified in submitted/<student>/<assignment>/
+2. validate each notebook before it runs (JSON, format, schema, grade ids, name, kernelspec)
+   and scan the student's code for grading hooks
+3. autograde each student in a forked worker (own session, own uid, own sandboxed kernel with
+   rlimits); the main process kills a worker that overruns its wall-clock budget
+4. generate feedback (hidden tests stay hidden), write grades.csv and the report
+
+The outcome of each student is appended to state.json as soon as it is known, so a crash or
+Ctrl-C loses nothing: the next run skips every student whose files hash the same and whose
+outcome is final, and grades the rest.
+"""
+import json
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from dlcourse.grading import submissions as subs
+from dlcourse.grading.integrity import static_scan
+from dlcourse.grading.sandbox import FIRST_UID, Limits, check_bwrap
+
+
+@dataclass
+class Settings:
+    cell_timeout: int = 300
+    budget: int = 1800          # wall-clock seconds for one whole submission
+    workers: int = 2
+    sandbox: bool = True
+    limits: Limits = field(default_factory=Limits)
+    db_url: str | None = None   # default: nbgrader_config.py's (sqlite gradebook.db)
+    duedate: str | None = None
+    feedback: bool = True
+    output: Path | None = None  # default: <course>/grades/<assignment>
+
+
+def _config(root: Path, db_url: str | None):
+    from traitlets.config.loader import PyFileConfigLoader
+    cfg = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    if db_url:
+        cfg.CourseDirectory.db_url = db_url
+    if str(cfg.CourseDirectory.db_url).startswith("sqlite") and "timeout=" not in str(cfg.CourseDirectory.db_url):
+        cfg.CourseDirectory.db_url = str(cfg.CourseDirectory.db_url) + "?timeout=60"  # parallel writers wait
+    return cfg
+
+
+def _prepare(root: Path, assignment: str, settings: Settings, students: list[str]):
+    """Assignment and students in the gradebook (serially, before any worker starts)."""
+    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.apps import NbGraderAPI
+
+    cfg = _config(root, settings.db_url)
+    url = cfg.CourseDirectory.db_url
+    with Gradebook(url, "dlcourse") as gb:
+        try:
+            gb.find_assignment(assignment)
+            known = True
+        except MissingEntry:
+            known = False
+    if not known:
+        result = NbGraderAPI(config=cfg).generate_assignment(assignment, force=True)
+        if not result["success"]:
+            raise RuntimeError(f"cannot put {assignment} into the gradebook:\n{result.get('error', '')}")
+    with Gradebook(url, "dlcourse") as gb:
+        if settings.duedate:
+            gb.update_or_create_assignment(assignment, duedate=settings.duedate)
+        for s in students:
+            gb.update_or_create_student(s)
+        notebooks = [nb.name for nb in gb.find_assignment(assignment).notebooks]
+    return cfg, url, notebooks
+
+
+def _classify(result: dict) -> str:
+    text = (result.get("error") or "") + (result.get("log") or "")
+    if "Timeout waiting for IOPub" in text or "UnresponsiveKernelError" in text or "Kernel didn't respond" in text:
+        return "a cell ran past the time limit and ignored the interrupt; the kernel was stopped"
+    if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
+        return "the kernel died while running the notebook (os._exit, a crash, or the memory limit)"
+    if "CellTimeoutError" in text:
+        return "a cell ran past the time limit"
+    for line in text.splitlines():
+        if line.startswith("[ERROR]"):
+            return line[len("[ERROR] "):][:300]
+    return "autograding failed: " + text.strip().splitlines()[-1][:300] if text.strip() else "autograding failed"
+
+
+def _worker(root: Path, assignment: str, student: str, slot: int, settings: Settings, work: Path,
+            db_url: str, result_path: Path, log_path: Path) -> None:
+    """Child process: autograde one student and write the outcome to result_path as JSON."""
+    os.setsid()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    outcome = {"success": False, "reason": "the grading worker stopped unexpectedly"}
+    try:
+        from nbgrader.apps import NbGraderAPI
+
+        from dlcourse.grading.sandbox import SandboxedExecute
+        scratch, conn = work / "scratch", work / "conn"
+        for d in (scratch, conn):
+            d.mkdir(parents=True, exist_ok=True)
+        uid = FIRST_UID + slot if os.geteuid() == 0 else -1
+        if uid >= 0:
+            for d in (scratch, conn):
+                os.chown(d, uid, uid)
+        nonce = secrets.token_hex(16)
+        cfg = _config(root, None)
+        cfg.CourseDirectory.db_url = db_url
+        cfg.Execute.timeout = settings.cell_timeout
+        cfg.Autograde.autograde_preprocessors = [
+            SandboxedExecute, "nbgrader.preprocessors.IgnorePattern",
+            "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
+            "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
+            "nbgrader.preprocessors.CheckCellMetadata"]
+        cfg.SandboxedExecute.nonce = nonce
+        cfg.SandboxedExecute.report_path = str(work / "integrity.json")
+        km = cfg.SandboxedKernelManager
+        km.sandbox, km.scratch, km.connection_dir, km.uid = settings.sandbox, str(scratch), str(conn), uid
+        km.limits = settings.limits.rlimits()
+        km.hidden = [str(root), str(work.parent.parent), os.path.expanduser("~"), "/root", "/home"]
+        os.environ["NBGRADER_EXECUTION"] = "autograde"
+        os.chdir(root)
+        api = NbGraderAPI(config=cfg)
+        result = api.autograde(assignment, student, force=True, create=True)
+        print(result.get("log", ""), result.get("error", ""), sep="\n", flush=True)
+        outcome = {"success": bool(result["success"])}
+        if not result["success"]:
+            outcome["reason"] = _classify(result)
+        else:
+            report = work / "integrity.json"
+            outcome["integrity"] = json.loads(report.read_text()) if report.exists() else ["no integrity report"]
+            if settings.feedback:
+                fb = api.generate_feedback(assignment, student, force=True)
+                if not fb["success"]:
+                    outcome["feedback_error"] = (fb.get("error") or "")[-500:]
+    except BaseException:  # noqa: BLE001 -- the worker must always leave an outcome behind
+        outcome = {"success": False, "reason": "grader error: " + traceback.format_exc().strip().splitlines()[-1]}
+        traceback.print_exc()
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(outcome))
+    os.replace(tmp, result_path)
+    os._exit(0)
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of the kernel uid (forked children that outlived their kernel)."""
+    if uid < 0:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _scores(url: str, assignment: str, student: str) -> dict:
+    from nbgrader.api import Gradebook
+    with Gradebook(url, "dlcourse") as gb:
+        sub = gb.find_submission(assignment, student)
+        parts = {}
+        for nb in sub.notebooks:
+            for g in nb.grades:
+                parts[g.name] = g.score
+        penalty = sub.late_submission_penalty or 0  # set by the LateSubmissionPlugin in nbgrader_config.py
+        return {"score": max(0.0, sub.score - penalty), "max_score": sub.max_score, "parts": parts,
+                "late": bool(sub.total_seconds_late and sub.total_seconds_late > 0)}
+
+
+def _store(root: Path, assignment: str, student: str, files: dict[str, bytes], timestamp: str | None) -> None:
+    target = root / "submitted" / student / assignment
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name, data in files.items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_bytes(data)
+    if timestamp and "timestamp.txt" not in files:
+        (target / "timestamp.txt").write_text(timestamp)
+
+
+def grade_batch(root, assignment: str, source, settings: Settings | None = None, progress: bool = True) -> list[dict]:
+    """Grade every submission in `source` (zip or folder); returns the rows written to grades.csv."""
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    from dlcourse.grading.report import write_outputs
+
+    settings = settings or Settings()
+    root = Path(root).resolve()
+    if settings.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {settings.workers}")
+    if settings.sandbox:
+        check_bwrap()
+    out = Path(settings.output or root / "grades" / assignment)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    source_dir = root / "solutions" / assignment
+    source_nbs = {p.stem: json.loads(p.read_text()) for p in sorted(source_dir.glob("*.ipynb"))}
+    if not source_nbs:
+        raise ValueError(f"no notebooks in {source_dir}")
+    found = subs.collect(source, list(source_nbs))
+    cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
+
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+
+    def save(student, row):
+        state[student] = row
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        os.replace(tmp, state_path)
+
+    todo = []
+    for student, files in sorted(found.items()):
+        h = subs.digest(files)
+        if state.get(student, {}).get("hash") == h and state[student].get("final"):
+            continue
+        row = {"student": student, "hash": h, "notes": [], "flags": [], "final": True}
+        to_grade = dict(files)
+        for nb in notebooks:
+            chosen, message = subs.pick_notebook(files, nb)
+            if chosen is None:
+                row.update(status="failed", reason=message)
+                break
+            if message:
+                row["notes"].append(message)
+                to_grade[f"{nb}.ipynb"] = files[chosen]
+            verdict = subs.validate(files[chosen], source_nbs[nb])
+            if not verdict.ok:
+                row.update(status="failed", reason=verdict.reason)
+                break
+            row["notes"] += verdict.notes
+            row["flags"] += static_scan(verdict.editable_sources)
+        _store(root, assignment, student, files, None)
+        if "status" in row:
+            save(student, row)
+            continue
+        if to_grade != files:  # a renamed notebook: the original stays as it was, a copy is graded
+            for name, data in to_grade.items():
+                (root / "submitted" / student / assignment / name).write_bytes(data)
+        todo.append((student, row))
+
+    work_root = Path(tempfile.mkdtemp(prefix="dlg-"))
+    ctx = multiprocessing.get_context("fork")
+    running = {}  # slot -> (process, student, row, deadline, work dir)
+    free = list(range(settings.workers))
+    bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
+    try:
+        while todo or running:
+            while todo and free:
+                slot = free.pop(0)
+                student, row = todo.pop(0)
+                work = work_root / f"s{slot}" / student
+                work.mkdir(parents=True)
+                result_path = work / "result.json"
+                proc = ctx.Process(target=_worker, args=(root, assignment, student, slot, settings, work, url,
+                                                         result_path, out / "logs" / f"{student}.log"))
+                proc.start()
+                running[slot] = (proc, student, row, time.monotonic() + settings.budget, work)
+            time.sleep(0.05)
+            for slot, (proc, student, row, deadline, work) in list(running.items()):
+                overdue = time.monotonic() > deadline
+                if proc.is_alive() and not overdue:
+                    continue
+                if proc.is_alive():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.join()
+                    row.update(status="failed", reason=f"grading took longer than its budget of {settings.budget} s; stopped")
+                else:
+                    proc.join()
+                    result_path = work / "result.json"
+                    outcome = json.loads(result_path.read_text()) if result_path.exists() else \
+                        {"success": False, "reason": f"the grading worker died (exit code {proc.exitcode})"}
+                    if outcome["success"]:
+                        row.update(_scores(url, assignment, student))
+                        row["status"] = "late" if row.pop("late") else "graded"
+                        row["flags"] = sorted(set(row["flags"]) | set(outcome.get("integrity", [])))
+                        row["notes"] += _cell_notes(root, assignment, student)
+                    else:
+                        row.update(status="failed", reason=outcome["reason"])
+                        row["final"] = not outcome["reason"].startswith(("grader error", "the grading worker"))
+                _kill_uid(FIRST_UID + slot if os.geteuid() == 0 else -1)
+                shutil.rmtree(work, ignore_errors=True)
+                del running[slot]
+                free.append(slot)
+                save(student, row)
+                bar.update(1)
+    except BaseException:
+        for proc, *_ in running.values():
+            if proc.is_alive():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.join()
+        raise
+    finally:
+        bar.close()
+        shutil.rmtree(work_root, ignore_errors=True)
+
+    rows = [dict(state[s], student=s) for s in sorted(state) if s in found]
+    write_outputs(out, assignment, rows, _part_maxima(url, assignment))
+    return rows
+
+
+def _cell_notes(root: Path, assignment: str, student: str) -> list[str]:
+    """Cells that hit the time or memory limit in the autograded notebooks (the part scores 0)."""
+    notes = []
+    for path in sorted((root / "autograded" / student / assignment).glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", f"cell {cell.get('id')}")
+            for o in cell.get("outputs", []):
+                if o.get("output_type") == "error" and o.get("ename") in ("CellTimeoutError", "MemoryError"):
+                    what = "time" if o["ename"] == "CellTimeoutError" else "memory"
+                    notes.append(f"{gid}: hit the {what} limit")
+    return notes
+
+
+def _part_maxima(url: str, assignment: str) -> dict:
+    from nbgrader.api import Gradebook
+    with Gradebook(url, "dlcourse") as gb:
+        return {g.name: g.max_score for nb in gb.find_assignment(assignment).notebooks for g in nb.grade_cells}
+
+
+def parse_time(text: str) -> str:
+    """Validate a due date such as '2025-03-01 17:00' (nbgrader parses it again)."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ValueError(f"due date must look like 2025-03-01 17:00, got {text!r}") from e
+    return text

@@ -1,0 +1,58 @@
+"""dlcourse-grade: one command from the LMS's export to grades.csv, feedback and a report.
+
+    python -m dlcourse.grading --assignment ps_convolution --submissions export.zip --workers 2
+
+Run it in the course root (or pass --course-dir). Exit status: 0 when every student was graded,
+1 when some submissions failed (see grades.csv), 2 on a usage error or when the sandbox cannot start.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from dlcourse.grading.batch import Settings, grade_batch, parse_time
+from dlcourse.grading.sandbox import Limits, SandboxUnavailable
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dlcourse-grade", description=__doc__.splitlines()[0])
+    p.add_argument("--assignment", required=True, help="e.g. ps_convolution (its source is solutions/<name>/)")
+    p.add_argument("--submissions", required=True, help="zip or folder of <student>/<notebook>.ipynb")
+    p.add_argument("--course-dir", default=".", help="course root holding nbgrader_config.py (default: .)")
+    p.add_argument("--workers", type=int, default=2, help="parallel grading workers (default 2)")
+    p.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
+    p.add_argument("--budget", type=int, default=1800, help="seconds one whole submission may take (default 1800)")
+    p.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per kernel process")
+    p.add_argument("--processes", type=int, default=64, help="process limit for each kernel's user")
+    p.add_argument("--duedate", type=parse_time, help="due date, e.g. '2025-03-01 17:00' (UTC)")
+    p.add_argument("--db-url", help="gradebook URL (default: nbgrader_config.py's)")
+    p.add_argument("--output", help="folder for grades.csv and the report (default grades/<assignment>)")
+    p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
+    p.add_argument("--unsandboxed", action="store_true",
+                   help="grade without bubblewrap (kernels can read the instructor's files!)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    root = Path(args.course_dir).resolve()
+    if not (root / "nbgrader_config.py").exists():
+        print(f"error: {root} has no nbgrader_config.py; run in the course root or pass --course-dir", file=sys.stderr)
+        return 2
+    settings = Settings(cell_timeout=args.cell_timeout, budget=args.budget, workers=args.workers,
+                        sandbox=not args.unsandboxed, db_url=args.db_url, duedate=args.duedate,
+                        feedback=not args.no_feedback, output=Path(args.output).resolve() if args.output else None,
+                        limits=Limits(memory_mb=args.memory_mb, processes=args.processes,
+                                      cpu_seconds=args.budget))
+    try:
+        rows = grade_batch(root, args.assignment, Path(args.submissions).resolve(), settings, progress=not args.quiet)
+    except SandboxUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = settings.output or root / "grades" / args.assignment
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "late", "failed")}
+    print(f"{len(rows)} students: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out / 'grades.csv'}")
+    return 1 if counts["failed"] else 0
