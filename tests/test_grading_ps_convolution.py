@@ -9,6 +9,9 @@ One course, seven students, one `nbgrader autograde` call (about a minute):
     erin   deleted the max_pool2d test cell        -> the test is restored and passes
     frank  an endless loop in max_pool2d           -> cut off by the cell timeout: 0 on that part only
     grace  a file that is not valid JSON          -> reported as failed; everyone else is graded
+    hank   output_size forgets the "+ 1"           -> 0 on output_size only (conv2d and max_pool2d,
+                                                     which call it, are tested with the reference)
+    ivy    pads one side only; pooling stride 1   -> 0 on conv2d and on max_pool2d
 """
 import re
 
@@ -29,6 +32,37 @@ def corr1d(x, k):
 BROKEN_CONV2D = """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     return torch.zeros(1)
+"""
+OFF_BY_ONE_SIZE = """
+def output_size(n, k, stride=1, padding=0):
+    return (n + 2 * padding - k) // stride
+"""
+ONE_SIDED_PADDING = """
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    xpad = torch.zeros(c, h + 2 * padding, w + 2 * padding, dtype=x.dtype)
+    xpad[:, :h, :w] = x  # all the zeros end up below and to the right
+    h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    out = torch.zeros(o, h_out, w_out, dtype=x.dtype)
+    for i in range(h_out):
+        for j in range(w_out):
+            window = xpad[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            out[:, i, j] = (window[None] * weight).sum(dim=(1, 2, 3))
+    if bias is not None:
+        out += bias[:, None, None]
+    return out
+"""
+STRIDE_ONE_POOL = """
+def max_pool2d(x, kernel_size, stride=None):
+    stride = stride or 1  # wrong default: PyTorch's is kernel_size
+    c, h, w = x.shape
+    h_out, w_out = output_size(h, kernel_size, stride), output_size(w, kernel_size, stride)
+    out = torch.zeros(c, h_out, w_out, dtype=x.dtype)
+    for i in range(h_out):
+        for j in range(w_out):
+            out[:, i, j] = x[:, i * stride:i * stride + kernel_size, j * stride:j * stride + kernel_size].amax(dim=(1, 2))
+    return out
 """
 ENDLESS_MAX_POOL = """
 def max_pool2d(x, kernel_size, stride=None):
@@ -54,6 +88,9 @@ def graded(tmp_path_factory):
 
     course.submit("frank", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, {"max_pool2d": ENDLESS_MAX_POOL}))
     course.submit("grace", ASSIGNMENT, NOTEBOOK, '{"cells": [{"cell_type": "code", "source": "def corr1d(')
+    course.submit("hank", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, {"output_size": OFF_BY_ONE_SIZE}))
+    course.submit("ivy", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK,
+                                                      {"conv2d": ONE_SIDED_PADDING, "max_pool2d": STRIDE_ONE_POOL}))
 
     autograde = course.autograde(ASSIGNMENT, cell_timeout=CELL_TIMEOUT)
     feedback = course.feedback(ASSIGNMENT)
@@ -86,6 +123,16 @@ def test_wrong_answer_loses_only_its_part(graded):
     assert parts(scores, "carol") == dict(POINTS, test_corr1d=0)
 
 
+def test_a_wrong_helper_is_not_counted_twice(graded):
+    *_, scores = graded
+    assert parts(scores, "hank") == dict(POINTS, test_output_size=0)
+
+
+def test_classic_padding_and_pooling_mistakes_fail(graded):
+    *_, scores = graded
+    assert parts(scores, "ivy") == dict(POINTS, test_conv2d=0, test_max_pool2d=0)
+
+
 def test_edited_test_cell_is_restored(graded):
     *_, scores = graded
     assert parts(scores, "dave") == dict(POINTS, test_conv2d=0)
@@ -112,7 +159,7 @@ def test_invalid_json_fails_clearly_and_others_are_graded(graded):
     log = autograde.stdout + autograde.stderr
     assert re.search(r"ERROR.*grace", log), log[-3000:]
     assert "grace" not in scores or not scores["grace"]["graded"], "grace's broken file must not count as graded"
-    assert {s for s, v in scores.items() if v["graded"]} == {"alice", "bob", "carol", "dave", "erin", "frank"}
+    assert {s for s, v in scores.items() if v["graded"]} == {"alice", "bob", "carol", "dave", "erin", "frank", "hank", "ivy"}
     assert (course.path("submitted", "grace", ASSIGNMENT, f"{NOTEBOOK}.ipynb")).read_text().startswith('{"cells"')
 
 
@@ -123,8 +170,8 @@ def test_feedback_hides_hidden_tests_but_names_the_failure(graded):
         assert path.exists(), f"no feedback for {student}: {feedback.stdout[-2000:]}{feedback.stderr[-2000:]}"
     # hidden test code uses private names (_g, _what, _neg, ...) that appear nowhere else
     solution_source = course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    hidden = "".join(c.source.split("### BEGIN HIDDEN TESTS")[1] for c in solution_source.cells
-                     if "### BEGIN HIDDEN TESTS" in c.source)
+    hidden = "".join(c.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+                     for c in solution_source.cells if "### BEGIN HIDDEN TESTS" in c.source)
     private_names = set(re.findall(r"\b_[a-z]\w{2,}\b", hidden))
     assert len(private_names) >= 5
     for student, path in html.items():
