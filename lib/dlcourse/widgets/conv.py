@@ -49,8 +49,9 @@ class ConvStep:
 
 
 def _as_2d(x, name: str) -> tuple[torch.Tensor, bool]:
-    """A 1-D sequence becomes one row (1, n); a 2-D image passes through."""
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    """A 1-D sequence becomes one row (1, n); a 2-D image passes through. The explorer draws
+    with matplotlib, so its tensors live on the CPU whatever the input's device."""
+    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(x)
     if t.dim() not in (1, 2):
         raise ValueError(f"{name} must be 1-D (a sequence) or 2-D (an image), got shape {tuple(t.shape)}")
     if t.numel() == 0:
@@ -75,6 +76,7 @@ def conv_steps(x, k, stride: int = 1, padding: int = 0, flip: bool = False) -> l
 
     out[i, j] = sum_{a,b} xpad[i*s + a, j*s + b] * k[a, b]; x: (n,) or (H, W), k of the same
     number of dimensions; flip=True uses k flipped in every axis (convolution as on the slides).
+    All tensors in the steps are float64 on the CPU (they are for drawing).
     Returns H_out * W_out steps (a 1-D input counts as one row); the last step's `output`
     equals `dlcourse.conv.conv2d` of the same arguments.
     """
@@ -188,7 +190,7 @@ def plot_step(xpad: torch.Tensor, step: ConvStep, terms: int | None = None, padd
     out_colors[i, j] = (1.0, 0.85, 0.6)
 
     if fig is None:
-        fig = plt.figure(figsize=(7, 2.6))
+        fig = plt.figure(figsize=(7, 1.0 + 0.25 * max(h, out.shape[0])))
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [w, kw, out.shape[1]]})
     _draw_grid(axes[0], xp, "input" + (f" (padding {padding})" if padding else ""), colors)
     axes[0].add_patch(Rectangle((c0 - 0.5, r0 - 0.5), kw, kh, fill=False, edgecolor="tab:orange", linewidth=2.5))
