@@ -19,10 +19,10 @@ import pytest
 from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
 from nbgrader_harness import Course, grade_id, solved
 
+from system_packages import ensure_debian_packages
+
 from dlcourse.grading.batch import Settings, grade_batch
 from dlcourse.grading.sandbox import Limits
-
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 
 FULL = sum(POINTS.values())
 DUE = "2025-01-01 12:00:00"
@@ -40,6 +40,13 @@ HOOKS = {  # student: (code put before a wrong add, flag the grader must raise)
             "get_ipython().ast_transformers.append(NoAssert())\n" + WRONG_ADD, "IPython AST transformers"),
     "cleanup": ("get_ipython().input_transformers_cleanup.append(lambda lines: [l.replace('assert', 'pass #') for l in lines])\n"
                 + WRONG_ADD, "IPython input transformers"),
+    "post": ("get_ipython().input_transformers_post.append(lambda lines: [l.replace('assert', 'pass #') for l in lines])\n"
+             + WRONG_ADD, "IPython input transformers"),
+    "manager": ("get_ipython().input_transformer_manager.line_transforms.append("
+                "lambda lines: [l.replace('assert', 'pass #') for l in lines])\n" + WRONG_ADD, "IPython input transformers"),
+    "method": ("ip = get_ipython()\nreal = ip.transform_cell\n"
+               "ip.transform_cell = lambda cell: real(cell.replace('assert', 'pass #'))\n" + WRONG_ADD,
+               "IPython shell access"),
     "events": ("get_ipython().events.register('post_run_cell', lambda result: None)\n" + WRONG_ADD, "IPython events"),
 }
 SPY = """
@@ -78,6 +85,7 @@ def _json(nb) -> bytes:
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])  # a clean CI machine installs it here
     root = tmp_path_factory.mktemp("course")
     shutil.copy(Path(__file__).resolve().parents[1] / "nbgrader_config.py", root / "nbgrader_config.py")
     with open(root / "nbgrader_config.py", "a") as f:  # this course's late policy: late work scores 0
@@ -112,9 +120,12 @@ def batch(tmp_path_factory):
         "forks/tiny.ipynb": _json(sub({"add": "import os, time\ndef add(a, b):\n    return a + b\n"
                                               "for _ in range(300):\n    if os.fork() == 0:\n"
                                               "        time.sleep(60)\n        os._exit(0)"})),
-        "flood/tiny.ipynb": _json(sub({"add": "for i in range(200_000):\n    print(i)\n"
+        "flood/tiny.ipynb": _json(sub({"add": "print('\\n'.join(f'line {i}' for i in range(200_000)))\n"
                                               "def add(a, b):\n    return a + b"})),
         "spy/tiny.ipynb": _json(sub({"add": SPY.format(root=root, port=port)})),
+        # flat LMS export names: <student>_<ids>_<file>, the last one a resubmission renamed by the LMS
+        "carol_12345_67890_tiny.ipynb": _json(sub()),
+        "dan_4711_tiny-2.ipynb": _json(sub({"mean": "def mean(xs):\n    return 0.0"})),
     }
     for student, (code, _) in HOOKS.items():
         files[f"{student}/tiny.ipynb"] = _json(sub({"add": code}))
@@ -213,8 +224,8 @@ def test_fork_bomb_is_capped_and_cleaned_up(batch):
     cell = next(c for c in autograded.cells if grade_id(c) == "add")
     errors = [o for o in cell.outputs if o.output_type == "error"]
     assert errors and errors[0].ename == "BlockingIOError", "the process limit must stop the fork loop"
-    left = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True).stdout.split()
-    assert not [u for u in left if 60000 <= int(u) < 60010], "processes of a grading uid outlived the batch"
+    left = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout.splitlines()
+    assert not [p for p in left if "/forks/conn/" in p], "the fork bomb's processes outlived the batch"
 
 
 @pytest.mark.parametrize("student", list(HOOKS))
@@ -223,8 +234,16 @@ def test_hook_tampering_is_flagged_and_earns_nothing_it_should_not(batch, studen
     assert row["status"] == "graded", row
     assert HOOKS[student][1] in row["flags"], f"{student}: flags {row['flags']}"
     assert student in csv_rows(batch[0])[student]["student"] and csv_rows(batch[0])[student]["flags"]
-    if student in ("eq", "numpy", "builtins", "trace", "custom_exc", "showtb", "events"):
-        assert row["parts"]["test_add"] == 0, f"{student} earned points for a wrong add()"
+    assert row["parts"]["test_add"] == 0, f"{student} earned points for a wrong add()"
+    assert row["parts"]["test_mean"] == POINTS["test_mean"], f"{student}: the untouched part keeps its points"
+
+
+def test_flat_lms_file_names_are_read(batch):
+    course, _, rows = batch
+    assert_graded(rows, "carol", POINTS)
+    assert_graded(rows, "dan", dict(POINTS, test_mean=0))
+    assert any("graded as tiny.ipynb" in n for n in rows["dan"]["notes"]), rows["dan"]["notes"]
+    assert course.path("submitted", "carol", ASSIGNMENT, "tiny.ipynb").exists()
 
 
 def test_sandbox_hides_course_and_network(batch):
@@ -246,10 +265,11 @@ def test_sandbox_hides_course_and_network(batch):
 
 def test_every_student_has_a_row_and_originals_are_kept(batch):
     course, files, rows = batch
-    students = {name.split("/")[0] for name in files}
-    assert set(csv_rows(course)) == students
+    flat = {"carol_12345_67890_tiny.ipynb": ("carol", "tiny.ipynb"), "dan_4711_tiny-2.ipynb": ("dan", "tiny-2.ipynb")}
+    where = {name: flat.get(name) or tuple(name.split("/")) for name in files}
+    assert set(csv_rows(course)) == {student for student, _ in where.values()}
     for name, data in files.items():
-        student, fname = name.split("/")
+        student, fname = where[name]
         assert course.path("submitted", student, ASSIGNMENT, fname).read_bytes() == data, f"{name} was changed"
 
 

@@ -1,7 +1,12 @@
-"""The batch grader's bookkeeping: refusing to run unsandboxed, Ctrl-C mid-batch, re-runs.
+"""The batch grader's bookkeeping: refusing to run unsandboxed, --unsandboxed, `make grade`,
+flat LMS exports, Ctrl-C mid-batch, re-runs, and the report's manually graded parts.
 
 Uses the tiny assignment (tests/fixtures/tiny_assignment.py) and a folder of submissions.
 """
+import csv
+import html
+import io
+import zipfile
 import json
 import os
 import shutil
@@ -14,10 +19,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
+from fixtures.tiny_assignment import ASSIGNMENT, MANUAL, NOTEBOOK, POINTS, write_source
 from nbgrader_harness import Course, solved
+from system_packages import ensure_debian_packages
 
 from dlcourse.grading import cli
+from dlcourse.grading.batch import kernel_reachable
+from dlcourse.grading.report import AWAITING, UNSANDBOXED, failing_fractions, write_outputs
+from dlcourse.grading.submissions import collect
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = sum(POINTS.values())
@@ -50,8 +59,8 @@ def test_refuses_to_grade_without_a_sandbox(tmp_path, monkeypatch, capsys):
     assert not (root / "submitted").exists(), "nothing may be graded when the sandbox cannot start"
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
 def test_interrupted_batch_resumes_and_reruns_only_changes(tmp_path):
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
     course = make(tmp_path)
     folder = tmp_path / "subs"
     students = ["s1", "s2", "s3", "s4"]
@@ -61,12 +70,15 @@ def test_interrupted_batch_resumes_and_reruns_only_changes(tmp_path):
     state = course.path("grades", ASSIGNMENT, "state.json")
 
     cmd, env = grade_cmd(course, folder, "--workers", "1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # pytest-xdist workers ignore SIGINT, and children inherit that: give the grader the default back
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text())):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # Ctrl-C after the first student
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again" in err, (proc.returncode, err[-1000:])
     done_before = set(json.loads(state.read_text()))
     assert 1 <= len(done_before) < len(students), f"the interrupt came too late to test anything: {done_before}"
 
@@ -85,3 +97,144 @@ def test_interrupted_batch_resumes_and_reruns_only_changes(tmp_path):
     after = {s: course.path("grades", ASSIGNMENT, "logs", f"{s}.log").stat().st_mtime_ns for s in students}
     assert [s for s in students if after[s] != logs[s]] == ["s2"], "only the changed submission is graded again"
     assert json.loads(state.read_text())["s2"]["score"] == FULL - POINTS["test_add"]
+
+
+def read_csv(course) -> dict:
+    with open(course.path("grades", ASSIGNMENT, "grades.csv")) as f:
+        return {r["student"]: r for r in csv.DictReader(f)}
+
+
+UID_PROBE = "import os\nprint('kernel uid', os.getuid())\ndef add(a, b):\n    return a + b"
+
+
+def kernel_uid(course, student) -> int:
+    nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return int(text.split("kernel uid ", 1)[1].split()[0])
+
+
+def test_unsandboxed_grades_and_says_so(tmp_path):
+    course = make(tmp_path)
+    folder = tmp_path / "subs"
+    (folder / "ann").mkdir(parents=True)
+    nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK, {"add": UID_PROBE}), folder / "ann" / f"{NOTEBOOK}.ipynb")
+    cmd, env = grade_cmd(course, folder, "--unsandboxed", "--workers", "1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    env["PATH"] += os.pathsep + str(tmp_path / "no-bwrap")  # bwrap may be on /usr/bin: it must not matter
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WITHOUT a sandbox" in proc.stderr and "(unsandboxed)" in proc.stdout, (proc.stdout, proc.stderr[-500:])
+    row = read_csv(course)["ann"]
+    assert (row["status"], row["score"]) == ("graded", str(FULL)), row
+    assert html.escape(UNSANDBOXED) in course.path("grades", ASSIGNMENT, "report.html").read_text()
+    if os.geteuid() == 0 and kernel_reachable():
+        assert kernel_uid(course, "ann") != 0, "without the sandbox the kernel still drops root"
+
+
+# `make test` runs pytest under make: the inner make must not inherit its flags or jobserver
+MAKE_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+
+
+def test_make_grade_runs_the_whole_batch_from_a_zip(tmp_path):
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    course = make(tmp_path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:  # as an LMS exports it: flat names with submission ids
+        zf.writestr(f"kim_1001_2002_{NOTEBOOK}.ipynb", nbformat.writes(solved(course, ASSIGNMENT, NOTEBOOK)))
+        zf.writestr(f"lee_1003_2004_{NOTEBOOK}.ipynb", nbformat.writes(
+            solved(course, ASSIGNMENT, NOTEBOOK, {"add": "def add(a, b):\n    return a - b"})))
+    export = tmp_path / "export.zip"
+    export.write_bytes(buf.getvalue())
+    args = f"--course-dir {course.root} --workers 2 --cell-timeout 5 --budget 30 --quiet"
+    proc = subprocess.run(["make", "-s", "-C", str(REPO), "grade", f"ASSIGNMENT={ASSIGNMENT}",
+                           f"SUBMISSIONS={export}", f"GRADE_ARGS={args}"],
+                          capture_output=True, text=True, timeout=300, env=MAKE_ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "2 students: 2 graded, 0 late, 0 failed" in proc.stdout, proc.stdout
+    rows = read_csv(course)
+    assert (rows["kim"]["score"], rows["lee"]["score"]) == (str(FULL), str(FULL - POINTS["test_add"])), rows
+    for name in ("report.html", "histogram.png", "failing_tests.png"):
+        assert course.path("grades", ASSIGNMENT, name).stat().st_size > 0, name
+    assert course.path("feedback", "lee", ASSIGNMENT, f"{NOTEBOOK}.html").exists()
+    assert course.path("submitted", "kim", ASSIGNMENT, f"{NOTEBOOK}.ipynb").exists()
+    assert (rows["kim"]["written"], rows["kim"]["awaiting_manual_grading"]) == (AWAITING, "written"), rows["kim"]
+    assert "awaiting manual grading: 2 students" in course.path("grades", ASSIGNMENT, "report.html").read_text()
+
+    from nbgrader.api import Gradebook  # a human grades kim's written answer; the next run shows it
+    with Gradebook(f"sqlite:///{course.path('gradebook.db')}", "dlcourse") as gb:
+        gb.find_grade("written", NOTEBOOK, ASSIGNMENT, "kim").manual_score = MANUAL["written"]
+        gb.db.commit()
+    again = subprocess.run(proc.args, capture_output=True, text=True, timeout=300, env=MAKE_ENV)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    rows = read_csv(course)
+    assert (rows["kim"]["score"], rows["kim"]["written"], rows["kim"]["awaiting_manual_grading"]) == \
+        (str(FULL + MANUAL["written"]), "1", ""), rows["kim"]
+    assert rows["lee"]["written"] == AWAITING, rows["lee"]
+
+
+def test_flat_lms_names_map_to_students_and_notebooks(tmp_path):
+    export = tmp_path / "export.zip"
+    with zipfile.ZipFile(export, "w") as zf:
+        zf.writestr("alice_12345_67890_tiny.ipynb", b"a")            # Canvas-style
+        zf.writestr("bob_LATE_12345_67890_tiny-1.ipynb", b"b")       # late resubmission, renamed by the LMS
+        zf.writestr("carol/tiny.ipynb", b"c")                         # folder per student
+        zf.writestr("carol/timestamp.txt", b"2025-01-01 10:00:00")
+        zf.writestr("__MACOSX/carol/._tiny.ipynb", b"junk")
+    found = collect(export, ["tiny"])
+    assert found == {"alice": {"tiny.ipynb": b"a"}, "bob": {"tiny-1.ipynb": b"b"},
+                     "carol": {"tiny.ipynb": b"c", "timestamp.txt": b"2025-01-01 10:00:00"}}, found
+    folder = tmp_path / "submitted" / "dora" / ASSIGNMENT  # what `nbgrader collect` leaves in submitted/
+    folder.mkdir(parents=True)
+    (folder / "tiny.ipynb").write_bytes(b"d")
+    (folder / "timestamp.txt").write_bytes(b"2025-01-01 11:00:00")
+    assert collect(tmp_path / "submitted", ["tiny"], ASSIGNMENT) == \
+        {"dora": {"tiny.ipynb": b"d", "timestamp.txt": b"2025-01-01 11:00:00"}}
+    with zipfile.ZipFile(export, "w") as zf:
+        zf.writestr("../evil_1_tiny.ipynb", b"x")
+        zf.writestr("bad id!_1_tiny.ipynb", b"x")
+    with pytest.raises(ValueError, match="cannot read a student id"):
+        collect(export, ["tiny"])
+
+
+MAXIMA = {"test_add": 2, "written": 1}
+
+
+def row(student, add, written=None, status="graded"):
+    """A graded row; written=None: the written answer awaits manual grading."""
+    parts = {"test_add": add, "written": written or 0}
+    return {"student": student, "status": status, "score": add + (written or 0), "max_score": 3, "parts": parts,
+            "pending": [] if written is not None else ["written"], "flags": [], "notes": []}
+
+
+def test_parts_awaiting_manual_grading_are_not_failures(tmp_path):
+    rows = [row("a", 2), row("b", 0), row("c", 2, written=1), row("d", 2, written=0),
+            {"student": "e", "status": "failed", "reason": "the kernel died", "flags": []}]
+    fractions = failing_fractions(rows, MAXIMA)
+    assert fractions == {"test_add": 0.25, "written": 0.5}, "pending parts count neither as failed nor as passed"
+    assert failing_fractions(rows[:2], MAXIMA) == {"test_add": 0.5}, "a part nobody has graded yet has no fraction"
+
+    write_outputs(tmp_path, ASSIGNMENT, rows, MAXIMA)
+    with open(tmp_path / "grades.csv") as f:
+        table = {r["student"]: r for r in csv.DictReader(f)}
+    assert table["a"]["written"] == AWAITING and table["a"]["awaiting_manual_grading"] == "written"
+    assert table["c"]["written"] == "1" and table["c"]["awaiting_manual_grading"] == ""
+    assert table["e"]["written"] == "" and table["e"]["score"] == ""
+    page = (tmp_path / "report.html").read_text()
+    assert f"{AWAITING}: 2 students" in page, "the report must say how many answers wait for a human"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="kernel uids are switched only when grading as root")
+def test_concurrent_batches_never_share_a_kernel_uid():
+    from dlcourse.grading.batch import _claim_uids
+    first, first_locks = _claim_uids(2)
+    second, second_locks = _claim_uids(3)
+    try:
+        assert len(set(first) | set(second)) == 5, f"two batches got overlapping uids: {first} and {second}"
+        assert all(u >= 60000 for u in first + second), "kernels must never get root's or a system uid"
+    finally:
+        for fd in first_locks:
+            os.close(fd)
+    again, again_locks = _claim_uids(2)
+    for fd in second_locks + again_locks:
+        os.close(fd)
+    assert again == first, "uids are free again once their batch has ended"

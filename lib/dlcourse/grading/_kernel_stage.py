@@ -40,7 +40,8 @@ def main(argv: list[str]) -> None:
 
     for name, value in settings["limits"].items():
         _limit(name, int(value))
-    os.setsid()
+    if os.getsid(0) != os.getpid():  # already a session leader when started without bwrap
+        os.setsid()
 
     uid = settings.get("uid")
     if uid is not None:

@@ -13,11 +13,13 @@ The outcome of each student is appended to state.json as soon as it is known, so
 Ctrl-C loses nothing: the next run skips every student whose files hash the same and whose
 outcome is final, and grades the rest.
 """
+import io
 import json
 import os
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import time
 import traceback
@@ -93,13 +95,17 @@ def _classify(result: dict) -> str:
     return "autograding failed: " + text.strip().splitlines()[-1][:300] if text.strip() else "autograding failed"
 
 
-def _worker(root: Path, assignment: str, student: str, slot: int, settings: Settings, work: Path,
+def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings: Settings, work: Path,
             db_url: str, result_path: Path, log_path: Path) -> None:
     """Child process: autograde one student and write the outcome to result_path as JSON."""
     os.setsid()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    os.close(fd)
+    # the parent's sys.stdout may not be fd 1 (pytest's capture, a notebook): write to the log itself
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
     outcome = {"success": False, "reason": "the grading worker stopped unexpectedly"}
     try:
         from nbgrader.apps import NbGraderAPI
@@ -108,10 +114,13 @@ def _worker(root: Path, assignment: str, student: str, slot: int, settings: Sett
         scratch, conn = work / "scratch", work / "conn"
         for d in (scratch, conn):
             d.mkdir(parents=True, exist_ok=True)
-        uid = FIRST_UID + slot if os.geteuid() == 0 else -1
+        uid = kernel_uid if kernel_uid >= 0 and (settings.sandbox or kernel_reachable()) else -1
         if uid >= 0:
             for d in (scratch, conn):
                 os.chown(d, uid, uid)
+                os.chmod(d, 0o700)
+        else:
+            print("[WARNING] the kernel runs as the grader's own user", flush=True)
         nonce = secrets.token_hex(16)
         cfg = _config(root, None)
         cfg.CourseDirectory.db_url = db_url
@@ -151,6 +160,64 @@ def _worker(root: Path, assignment: str, student: str, slot: int, settings: Sett
     os._exit(0)
 
 
+class _StopSignals(list):
+    """Signals (SIGINT, SIGTERM) received while the batch runs; `restore()` puts the old handlers back."""
+
+    def __init__(self):
+        super().__init__()
+        self.old = {}
+
+    def restore(self):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def _catch_stop_signals() -> _StopSignals:
+    """Record SIGINT/SIGTERM instead of raising wherever they land: a KeyboardInterrupt raised inside
+    a finalizer (a database connection being collected, say) is printed and ignored by Python,
+    and the batch would carry on. The main loop checks the record and stops cleanly."""
+    stop = _StopSignals()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is signal.SIG_IGN:  # e.g. a background job: stays ignored
+            continue
+        try:
+            stop.old[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+        except ValueError:  # not the main thread: leave the handlers alone
+            break
+    return stop
+
+
+UID_SPAN = 1000  # kernel uids FIRST_UID .. FIRST_UID + UID_SPAN - 1, shared by every batch on this machine
+
+
+def _claim_uids(n: int) -> tuple[list[int], list[int]]:
+    """One kernel uid per worker slot, locked for this batch (flock on /run/lock/dlcourse-grader-uids/<uid>)
+    so that two batches on one machine never share a uid, nor kill each other's kernels. Returns
+    (uids, open lock fds to close at the end); uids are -1 when not root (no uid switch)."""
+    import fcntl
+    if os.geteuid() != 0:
+        return [-1] * n, []
+    base = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+    lockdir = base / "dlcourse-grader-uids"
+    lockdir.mkdir(mode=0o700, exist_ok=True)
+    uids, fds = [], []
+    for uid in range(FIRST_UID, FIRST_UID + UID_SPAN):
+        fd = os.open(lockdir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _kill_uid(uid)  # leftovers of a batch that crashed
+        uids.append(uid)
+        fds.append(fd)
+        if len(uids) == n:
+            return uids, fds
+    for fd in fds:
+        os.close(fd)
+    raise RuntimeError(f"all {UID_SPAN} grading uids from {FIRST_UID} are in use by other batches")
+
+
 def _kill_uid(uid: int) -> None:
     """SIGKILL every process of the kernel uid (forked children that outlived their kernel)."""
     if uid < 0:
@@ -170,13 +237,15 @@ def _scores(url: str, assignment: str, student: str) -> dict:
     from nbgrader.api import Gradebook
     with Gradebook(url, "dlcourse") as gb:
         sub = gb.find_submission(assignment, student)
-        parts = {}
+        parts, pending = {}, []
         for nb in sub.notebooks:
             for g in nb.grades:
                 parts[g.name] = g.score
+                if g.auto_score is None and g.manual_score is None:  # a written answer nobody has graded yet
+                    pending.append(g.name)
         penalty = sub.late_submission_penalty or 0  # set by the LateSubmissionPlugin in nbgrader_config.py
         return {"score": max(0.0, sub.score - penalty), "max_score": sub.max_score, "parts": parts,
-                "late": bool(sub.total_seconds_late and sub.total_seconds_late > 0)}
+                "pending": sorted(pending), "late": bool(sub.total_seconds_late and sub.total_seconds_late > 0)}
 
 
 def _store(root: Path, assignment: str, student: str, files: dict[str, bytes], timestamp: str | None) -> None:
@@ -201,6 +270,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
 
     settings = settings or Settings()
     root = Path(root).resolve()
+    _venv_on_path()
     if settings.workers < 1:
         raise ValueError(f"workers must be at least 1, got {settings.workers}")
     if settings.sandbox:
@@ -211,7 +281,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     source_nbs = {p.stem: json.loads(p.read_text()) for p in sorted(source_dir.glob("*.ipynb"))}
     if not source_nbs:
         raise ValueError(f"no notebooks in {source_dir}")
-    found = subs.collect(source, list(source_nbs))
+    found = subs.collect(source, list(source_nbs), assignment)
     cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
 
     state_path = out / "state.json"
@@ -253,23 +323,29 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                 (root / "submitted" / student / assignment / name).write_bytes(data)
         todo.append((student, row))
 
+    uids, uid_locks = _claim_uids(settings.workers)
     work_root = Path(tempfile.mkdtemp(prefix="dlg-"))
+    work_root.chmod(0o711)  # the kernels' uids pass through to their own (private) scratch folders
     ctx = multiprocessing.get_context("fork")
     running = {}  # slot -> (process, student, row, deadline, work dir)
     free = list(range(settings.workers))
     bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
+    stop = _catch_stop_signals()
     try:
         while todo or running:
+            if stop:  # Ctrl-C or kill: raised here, never inside a library's cleanup code that would swallow it
+                raise KeyboardInterrupt(f"stopped by signal {stop[0]}")
             while todo and free:
                 slot = free.pop(0)
                 student, row = todo.pop(0)
                 work = work_root / f"s{slot}" / student
                 work.mkdir(parents=True)
                 result_path = work / "result.json"
-                proc = ctx.Process(target=_worker, args=(root, assignment, student, slot, settings, work, url,
+                proc = ctx.Process(target=_worker, args=(root, assignment, student, uids[slot], settings, work, url,
                                                          result_path, out / "logs" / f"{student}.log"))
                 proc.start()
-                running[slot] = (proc, student, row, time.monotonic() + settings.budget, work)
+                row["started"] = time.monotonic()
+                running[slot] = (proc, student, row, row["started"] + settings.budget, work)
             time.sleep(0.05)
             for slot, (proc, student, row, deadline, work) in list(running.items()):
                 overdue = time.monotonic() > deadline
@@ -292,7 +368,8 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                     else:
                         row.update(status="failed", reason=outcome["reason"])
                         row["final"] = not outcome["reason"].startswith(("grader error", "the grading worker"))
-                _kill_uid(FIRST_UID + slot if os.geteuid() == 0 else -1)
+                _kill_uid(uids[slot])
+                row["seconds"] = round(time.monotonic() - row.pop("started"), 2)  # wall time of this student's grading
                 shutil.rmtree(work, ignore_errors=True)
                 del running[slot]
                 free.append(slot)
@@ -306,11 +383,44 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         raise
     finally:
         bar.close()
-        shutil.rmtree(work_root, ignore_errors=True)
+        for _ in range(5):  # a kernel that is still being torn down may write a last file
+            shutil.rmtree(work_root, ignore_errors=True)
+            if not work_root.exists():
+                break
+            time.sleep(0.2)
+        for fd in uid_locks:
+            os.close(fd)
+        stop.restore()
 
     rows = [dict(state[s], student=s) for s in sorted(state) if s in found]
-    write_outputs(out, assignment, rows, _part_maxima(url, assignment))
+    for row in rows:  # scores as the gradebook has them now: manual grades given since the last run count
+        if row.get("status") in ("graded", "late"):
+            fresh = _scores(url, assignment, row["student"])
+            fresh.pop("late")
+            row.update(fresh)
+    write_outputs(out, assignment, rows, _part_maxima(url, assignment), sandboxed=settings.sandbox)
     return rows
+
+
+def kernel_reachable() -> bool:
+    """Can an unprivileged uid run this Python without the sandbox? (Not when it lives under a
+    private folder such as /root: then an unsandboxed kernel keeps the grader's user.)"""
+    import stat
+    from dlcourse.grading.sandbox import STAGE
+    for target in (Path(sys.executable).resolve(), Path(sys.prefix), Path(sys.base_prefix), STAGE):
+        for folder in [target, *target.parents]:
+            if folder.is_dir() and not folder.stat().st_mode & stat.S_IXOTH:
+                return False
+    return True
+
+
+def _venv_on_path() -> None:
+    """nbgrader runs `alembic` by name when it creates a gradebook: make the running Python's
+    scripts folder come first on PATH (dlcourse-grade may be started without activating the venv)."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = os.pathsep.join([bindir, path]) if path else bindir
 
 
 def _cell_notes(root: Path, assignment: str, student: str) -> list[str]:

@@ -3,13 +3,15 @@
     python -m dlcourse.grading --assignment ps_convolution --submissions export.zip --workers 2
 
 Run it in the course root (or pass --course-dir). Exit status: 0 when every student was graded,
-1 when some submissions failed (see grades.csv), 2 on a usage error or when the sandbox cannot start.
+1 when some submissions failed (see grades.csv), 2 on a usage error or when the sandbox cannot start,
+130 when stopped by Ctrl-C or SIGTERM (what was graded is kept; the next run finishes the job).
 """
 import argparse
 import sys
 from pathlib import Path
 
 from dlcourse.grading.batch import Settings, grade_batch, parse_time
+from dlcourse.grading.report import UNSANDBOXED
 from dlcourse.grading.sandbox import Limits, SandboxUnavailable
 
 
@@ -44,6 +46,8 @@ def main(argv=None) -> int:
                         feedback=not args.no_feedback, output=Path(args.output).resolve() if args.output else None,
                         limits=Limits(memory_mb=args.memory_mb, processes=args.processes,
                                       cpu_seconds=args.budget))
+    if args.unsandboxed:
+        print(f"warning: {UNSANDBOXED} (--unsandboxed)", file=sys.stderr)
     try:
         rows = grade_batch(root, args.assignment, Path(args.submissions).resolve(), settings, progress=not args.quiet)
     except SandboxUnavailable as e:
@@ -52,7 +56,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: every student graded so far is saved; run the same command again to finish",
+              file=sys.stderr)
+        return 130
     out = settings.output or root / "grades" / args.assignment
     counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "late", "failed")}
-    print(f"{len(rows)} students: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out / 'grades.csv'}")
+    print(f"{len(rows)} students: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out / 'grades.csv'}"
+          + ("" if settings.sandbox else " (unsandboxed)"))
     return 1 if counts["failed"] else 0

@@ -1,9 +1,13 @@
 """grades.csv and the instructor's report (histogram, fraction of students failing each test).
 
 grades.csv: one row per student: student, status (graded / late / failed), score, max_score,
-one column per graded part, reason (why a submission failed, or what was repaired) and flags
-(grading hooks the submission touched: review these by hand). A failed student has an empty
-score, never a silent 0.
+one column per graded part, awaiting_manual_grading, reason (why a submission failed, or what
+was repaired) and flags (grading hooks the submission touched: review these by hand). A failed
+student has an empty score, never a silent 0.
+
+A manually graded part (a written answer) that no human has graded yet reads "awaiting manual
+grading" in its column and in the report; it counts neither as failed nor against the
+percentage (score over the points graded so far) until someone grades it in formgrader.
 """
 import base64
 import csv
@@ -12,13 +16,35 @@ import io
 from pathlib import Path
 
 
+AWAITING = "awaiting manual grading"
+
+
+def is_graded(row: dict) -> bool:
+    return row.get("status") in ("graded", "late")
+
+
 def failing_fractions(rows: list[dict], maxima: dict) -> dict:
-    """{part: fraction of graded students below full marks on it}, over graded and late rows."""
-    graded = [r for r in rows if r.get("status") in ("graded", "late")]
-    if not graded:
-        return {}
-    return {part: sum(r["parts"].get(part, 0) < m for r in graded) / len(graded)
-            for part, m in maxima.items() if m}
+    """{part: fraction of graded students below full marks on it}, over the graded and late rows
+    whose part has a score (parts awaiting manual grading are left out; a part nobody has a score
+    for yet is not in the result)."""
+    out = {}
+    for part, m in maxima.items():
+        scored = [r for r in rows if is_graded(r) and m and part not in r.get("pending", ())]
+        if scored:
+            out[part] = sum(r["parts"].get(part, 0) < m for r in scored) / len(scored)
+    return out
+
+
+def awaiting_counts(rows: list[dict], maxima: dict) -> dict:
+    """{part: number of graded students whose part awaits manual grading} (parts with none left out)."""
+    counts = {part: sum(part in r.get("pending", ()) for r in rows if is_graded(r)) for part in maxima}
+    return {p: n for p, n in counts.items() if n}
+
+
+def percent(row: dict, maxima: dict) -> float | None:
+    """Score as a percentage of the points graded so far (pending manual parts are left out)."""
+    graded_max = row["max_score"] - sum(maxima.get(p, 0) for p in row.get("pending", ()))
+    return row["score"] / graded_max * 100 if graded_max > 0 else None
 
 
 def _png(fig) -> bytes:
@@ -29,7 +55,10 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict) -> None:
+UNSANDBOXED = "graded WITHOUT a sandbox: student code ran with the grader's file access"
+
+
+def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sandboxed: bool = True) -> None:
     import matplotlib
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
@@ -38,24 +67,26 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict) ->
     parts = list(maxima)
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "status", "score", "max_score", *parts, "reason", "flags"])
+        w.writerow(["student", "status", "score", "max_score", *parts, "awaiting_manual_grading", "reason", "flags"])
         for r in rows:
-            graded = r["status"] in ("graded", "late")
+            graded = is_graded(r)
+            pending = r.get("pending", []) if graded else []
             reason = r.get("reason") or "; ".join(r.get("notes", []))
             w.writerow([r["student"], r["status"],
                         f"{r['score']:g}" if graded else "", f"{r['max_score']:g}" if graded else "",
-                        *[(f"{r['parts'].get(p, 0):g}" if graded else "") for p in parts],
-                        reason, "; ".join(r.get("flags", []))])
+                        *[(AWAITING if p in pending else f"{r['parts'].get(p, 0):g}") if graded else "" for p in parts],
+                        " ".join(pending), reason, "; ".join(r.get("flags", []))])
 
-    scores = [r["score"] / r["max_score"] * 100 for r in rows if r["status"] in ("graded", "late") and r["max_score"]]
+    scores = [pc for pc in (percent(r, maxima) for r in rows if is_graded(r)) if pc is not None]
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(scores, bins=10, range=(0, 100), color="tab:blue")
-    ax.set(xlabel="score (% of autograded points)", ylabel="students", title=f"{assignment}: grades")
+    ax.set(xlabel="score (% of the points graded so far)", ylabel="students", title=f"{assignment}: grades")
     fig.tight_layout()
     hist = _png(fig)
     (out / "histogram.png").write_bytes(hist)
 
     fractions = failing_fractions(rows, maxima)
+    awaiting = awaiting_counts(rows, maxima)
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.barh(list(fractions), list(fractions.values()), color="tab:red")
     ax.set(xlim=(0, 1), xlabel="fraction of graded students failing", title=f"{assignment}: tests")
@@ -64,6 +95,7 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict) ->
     (out / "failing_tests.png").write_bytes(fails)
 
     counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "late", "failed")}
+    n_graded = counts["graded"] + counts["late"]
     flagged = [r for r in rows if r.get("flags")]
     failed = [r for r in rows if r["status"] == "failed"]
 
@@ -78,9 +110,13 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict) ->
     page = [f"<html><head><meta charset='utf-8'><title>{html.escape(assignment)} report</title></head><body>",
             f"<h1>{html.escape(assignment)}</h1>",
             "<p>" + ", ".join(f"{n} {s}" for s, n in counts.items()) + "</p>",
+            "" if sandboxed else f"<p><strong>Warning: {html.escape(UNSANDBOXED)}.</strong></p>",
             img(hist), img(fails),
             "<h2>Fraction failing each test</h2>",
-            table([(p, f"{v:.2f}") for p, v in fractions.items()], ["part", "fraction failing"]),
+            table([(p, f"{fractions[p]:.2f}" if p in fractions else "", n_graded - awaiting.get(p, 0),
+                    f"{AWAITING}: {awaiting[p]} students" if p in awaiting else "")
+                   for p in maxima if p in fractions or p in awaiting],
+                  ["part", "fraction failing", "students scored", "manual grading"]),
             "<h2>Failed submissions</h2>", table([(r["student"], r["reason"]) for r in failed], ["student", "reason"]),
             "<h2>Flagged for review</h2>",
             table([(r["student"], "; ".join(r["flags"])) for r in flagged], ["student", "flags"]),

@@ -7,14 +7,15 @@ so student code could read solutions/ and the gradebook. Here every kernel start
           --ro-bind <venv> --ro-bind <dlcourse lib>                           (what the code needs)
           --bind <scratch> --bind <connection dir>                            (the only writable places)
           --unshare-net --unshare-pid --unshare-ipc --die-with-parent ...
-          python -I _kernel_stage.py ...  -> rlimits, setsid, uid 60000+slot, exec ipykernel
+          python -I _kernel_stage.py ...  -> rlimits, setsid, a uid of its own (60000 and up), exec ipykernel
 
 Kernel and grader talk over IPC sockets in the connection dir (TCP cannot cross --unshare-net).
 Interrupts are sent as messages (a SIGINT to bwrap would kill the whole sandbox). When the worker
 dies, bwrap dies with it and the PID namespace takes every process the student started along.
 
 Needs: Linux with Debian's `bubblewrap` (run as root, or unprivileged user namespaces enabled).
-Without it grading refuses to run unless asked to run unsandboxed (limits and uid still apply).
+Without it grading refuses to run unless asked to run unsandboxed: the limits still apply, and the
+unprivileged uid too where that user can reach the Python installation (not under /root).
 """
 import json
 import os
@@ -26,10 +27,10 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from nbformat.v4 import new_code_cell
+from nbformat.v4 import new_code_cell, new_output
 from traitlets import Bool, Dict, Int, List, Unicode
 
-from dlcourse.grading.integrity import baseline_source, check_source, parse_check
+from dlcourse.grading.integrity import baseline_source, check_source, guard_expression, parse_check, parse_guard
 
 STAGE = Path(__file__).with_name("_kernel_stage.py")
 FIRST_UID = 60000
@@ -141,10 +142,23 @@ def _execute_base():
     return Execute
 
 
+GUARD_FAILED = "the grader could not check the kernel before this test (its hooks were tampered with)"
+
+
+def is_autograded_test(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
 class SandboxedExecute(_execute_base()):
     """nbgrader's Execute with the sandboxed kernel, plus an integrity check around the notebook:
     a hidden first cell records the interpreter's hooks, a hidden last cell reports what changed.
-    Both are removed again before grades are saved; the report goes to `report_path` as JSON."""
+    Right before every graded test cell a guard puts the hooks back (IPython's input and AST
+    transformers, events, traceback display, sys.settrace, builtins, numpy/torch comparisons,
+    dlcourse.checks); it runs as a user expression of an empty request, which no transformer,
+    event or cell of the student sees. A test whose guard does not answer with this run's nonce
+    is not run and scores 0. The first and last cells are removed again before grades are saved;
+    the report (what changed, what the guards restored) goes to `report_path` as JSON."""
 
     nonce = Unicode(config=True)
     report_path = Unicode(config=True)
@@ -153,20 +167,40 @@ class SandboxedExecute(_execute_base()):
         kwargs["kernel_manager_class"] = SandboxedKernelManager
         super().__init__(*args, **kwargs)
         self.kernel_name = "python3"  # never the submission's kernelspec
+        self._restored = set()
 
     def preprocess(self, nb, resources=None, km=None):
         first = new_code_cell(baseline_source(self.nonce))
         last = new_code_cell(check_source(self.nonce))
         first.id, last.id = f"dlg-first-{self.nonce[:8]}", f"dlg-last-{self.nonce[:8]}"
         nb.cells = [first, *nb.cells, last]
+        self._restored = set()
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             report = parse_check(last.get("outputs", []), self.nonce)
+            report = sorted(set(report) | self._restored)
             nb.cells = [c for c in nb.cells if c.get("id") not in (first.id, last.id)]
             if self.report_path:
                 Path(self.report_path).write_text(json.dumps(report))
         return nb, resources
+
+    def preprocess_cell(self, cell, resources, index):
+        if is_autograded_test(cell) and cell.source.strip():
+            restored = self._guard()
+            if restored is None:
+                self._restored.add("a guard before a test cell did not answer (kernel hooks changed)")
+                cell.outputs = [new_output("error", ename="GradingIntegrityError", evalue=GUARD_FAILED,
+                                           traceback=[f"GradingIntegrityError: {GUARD_FAILED}"])]
+                return cell, self.resources
+            self._restored.update(restored)
+        return super().preprocess_cell(cell, resources, index)
+
+    def _guard(self) -> list[str] | None:
+        """Run the guard in the kernel; the hooks it restored, or None when it did not answer."""
+        msg_id = self.kc.execute("", silent=True, store_history=False,
+                                 user_expressions={"guard": guard_expression(self.nonce)})
+        return parse_guard(self.wait_for_reply(msg_id), self.nonce)
 
 
 def limits_dict(limits: Limits) -> dict:

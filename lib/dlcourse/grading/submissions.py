@@ -3,7 +3,9 @@
 Accepted layouts (a zip file or a folder):
 
     <student>/<notebook>.ipynb            (plus any other files; <student>/timestamp.txt if known)
-    <student>_<anything>_<notebook>.ipynb (flat LMS export; the student is the part before the first _)
+    <student>/<assignment>/<notebook>.ipynb  (nbgrader's submitted/ after `nbgrader collect`)
+    <student>_<ids>_<notebook>.ipynb      (flat LMS export; the student is the part before the first _,
+                                           numeric ids and a LATE marker are dropped from the file name)
 
 `collect` returns {student: {relative name: bytes}}; the bytes are stored unmodified in submitted/.
 `validate` reads one notebook's bytes against the assignment's source notebook and says whether it
@@ -18,30 +20,35 @@ from pathlib import Path, PurePosixPath
 
 MAX_FILE_MB = 50
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+FLAT_PREFIX = re.compile(r"^((\d+|LATE)_)+")  # the LMS's submission ids and late marker before the file name
 
 
-def _add(found: dict, rel: PurePosixPath, data: bytes, notebooks: set[str]) -> None:
+def _add(found: dict, rel: PurePosixPath, data: bytes, notebooks: set[str], assignment: str | None = None) -> None:
     parts = [p for p in rel.parts if p not in ("", ".")]
     if not parts or any(p.startswith((".", "__MACOSX")) or p == ".." for p in parts):
         return
-    if len(parts) >= 2:
+    if assignment and len(parts) >= 3 and parts[-2] == assignment:  # nbgrader's submitted/<student>/<assignment>/
+        student, name = parts[-3], parts[-1]
+    elif len(parts) >= 2:
         student, name = parts[-2], parts[-1]
-    else:  # flat export: alice_12345_convolution.ipynb
+    else:  # flat export: alice_12345_convolution.ipynb, alice_LATE_12345_67890_convolution-1.ipynb
         student, _, rest = parts[0].partition("_")
-        name = next((f"{nb}.ipynb" for nb in notebooks if rest.endswith(f"{nb}.ipynb")), rest)
+        name = next((f"{nb}.ipynb" for nb in notebooks if rest.endswith(f"_{nb}.ipynb") or rest == f"{nb}.ipynb"),
+                    FLAT_PREFIX.sub("", rest))
     if not STUDENT_ID.match(student):
         raise ValueError(f"cannot read a student id from {str(rel)!r}: ids are letters, digits and ._@+-")
     found.setdefault(student, {})[name] = data
 
 
-def collect(source: str | Path, notebooks: list[str]) -> dict[str, dict[str, bytes]]:
-    """Read a zip or a folder of submissions into {student: {file name: bytes}}."""
+def collect(source: str | Path, notebooks: list[str], assignment: str | None = None) -> dict[str, dict[str, bytes]]:
+    """Read a zip or a folder of submissions into {student: {file name: bytes}}. With `assignment`,
+    nbgrader's own layout <student>/<assignment>/<file> (what `nbgrader collect` makes) is read too."""
     source = Path(source)
     found: dict[str, dict[str, bytes]] = {}
     if source.is_dir():
         for path in sorted(source.rglob("*")):
             if path.is_file() and not path.is_symlink():
-                _add(found, PurePosixPath(path.relative_to(source).as_posix()), path.read_bytes(), set(notebooks))
+                _add(found, PurePosixPath(path.relative_to(source).as_posix()), path.read_bytes(), set(notebooks), assignment)
     elif zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as zf:
             for info in zf.infolist():
@@ -49,7 +56,7 @@ def collect(source: str | Path, notebooks: list[str]) -> dict[str, dict[str, byt
                     continue
                 if info.file_size > MAX_FILE_MB * 2**20:
                     raise ValueError(f"{info.filename} in {source} is larger than {MAX_FILE_MB} MB")
-                _add(found, PurePosixPath(info.filename), zf.read(info), set(notebooks))
+                _add(found, PurePosixPath(info.filename), zf.read(info), set(notebooks), assignment)
     else:
         raise ValueError(f"submissions must be a zip file or a folder, got {source}")
     return found
