@@ -10,16 +10,21 @@ When a program is missing and we are root with apt-get, the packages are install
 (`apt-get install -y -q`, and only if that fails `apt-get update -q` and the install again).
 Otherwise the test is skipped with a reason that says what to install.
 """
+import fcntl
 import glob
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
 # Debian installs PostgreSQL's server programs outside PATH
 SEARCH_DIRS = ("/usr/lib/postgresql/*/bin",)
 APT_TIMEOUT = 600
+
+
+LOCK_FILE = os.path.join(tempfile.gettempdir(), "dlcourse-apt-install.lock")
 
 
 def find_binary(name: str) -> str | None:
@@ -47,8 +52,9 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def install_plan(packages: list[str]) -> list[list[str]]:
     """The apt-get commands tried in order: install; then update and install again."""
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    return [install, ["apt-get", "update", "-q"], install]
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # another installer (e.g. a parallel test worker) may hold dpkg's lock
+    install = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *packages]
+    return [install, ["apt-get", *wait, "update", "-q"], install]
 
 
 def ensure_debian_packages(packages: list[str], binaries: list[str], *, run=_run,
@@ -68,6 +74,15 @@ def ensure_debian_packages(packages: list[str], binaries: list[str], *, run=_run
     if not root or not apt:
         pytest.skip(f"needs {what}: run `apt-get install {' '.join(packages)}` as root "
                     f"({'not root' if not root else 'no apt-get here'})")
+    with open(LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one installer at a time across parallel test workers
+        found = {b: find_binary(b) for b in binaries}
+        if all(found.values()):  # another worker installed them while we waited
+            return found
+        return _install(packages, binaries, what, run)
+
+
+def _install(packages, binaries, what, run) -> dict[str, str]:
     install, update, again = install_plan(packages)
     proc = run(install)
     if proc.returncode != 0:  # an old or empty package list: refresh it once

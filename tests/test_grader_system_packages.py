@@ -20,7 +20,7 @@ class FakeApt:
         self.bindir, self.fail, self.installs, self.calls = bindir, list(fail), installs, []
 
     def __call__(self, cmd):
-        verb = cmd[1]
+        verb = next(a for a in cmd[1:] if a in ("install", "update"))  # options such as -o may come first
         self.calls.append(verb)
         if verb in self.fail:
             self.fail.remove(verb)
@@ -89,8 +89,9 @@ def test_skips_when_the_package_does_not_provide_the_program(bindir):
 
 def test_install_plan_is_non_interactive():
     install, update, again = install_plan(["bubblewrap"])
-    assert install[:4] == ["apt-get", "install", "-y", "-q"] and install[-1] == "bubblewrap"
-    assert update == ["apt-get", "update", "-q"] and again == install
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # parallel test workers wait for each other's install
+    assert install[:6] == ["apt-get", *wait, "install", "-y", "-q"] and install[-1] == "bubblewrap"
+    assert update == ["apt-get", *wait, "update", "-q"] and again == install
 
 
 def test_postgres_programs_are_found_outside_path(tmp_path, monkeypatch):
