@@ -40,6 +40,10 @@ c.OverwriteCells.add_missing_cells = True
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = r"\w*Warning\b"
 
+# Late work (after the due date given with `nbgrader db assignment add --duedate` or
+# `dlcourse-grade --duedate`) scores 0; set "none" to grade late work like the rest.
+c.LateSubmissionPlugin.penalty_method = "zero"
+
 # Feedback must not show hidden tests: neither their source nor their tracebacks.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
