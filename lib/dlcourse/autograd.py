@@ -25,7 +25,33 @@ def _number(x, what: str) -> float:
     return float(x)
 
 
-class Value:
+class _DerivedOps:
+    """-a, a - b, a / b and the reflected forms, written with the gates +, * and ** only,
+    so `Value` (reverse mode) and `Dual` (forward mode) share them and need no extra rules."""
+
+    def __neg__(self):
+        return self * -1
+
+    def __sub__(self, other):
+        return self + (-self._lift(other))
+
+    def __truediv__(self, other):
+        return self * self._lift(other) ** -1
+
+    def __radd__(self, other):
+        return self + other
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __rsub__(self, other):
+        return self._lift(other) - self
+
+    def __rtruediv__(self, other):
+        return self._lift(other) / self
+
+
+class Value(_DerivedOps):
     """A scalar node of a computational graph: `.data` (forward value), `.grad` (d out / d self).
 
     >>> x, y, z = Value(-2.0), Value(5.0), Value(-4.0)
@@ -128,28 +154,6 @@ class Value:
         """max(0, a); d/da = 1 if a > 0 else 0 (torch's choice at a = 0, too)."""
         return self._unary(max(0.0, self.data), 1.0 if self.data > 0 else 0.0, "relu")
 
-    # ------------------------------------------------- everything else, from the gates
-    def __neg__(self):
-        return self * -1
-
-    def __sub__(self, other):
-        return self + (-self._lift(other))
-
-    def __truediv__(self, other):
-        return self * self._lift(other) ** -1
-
-    def __radd__(self, other):
-        return self + other
-
-    def __rmul__(self, other):
-        return self * other
-
-    def __rsub__(self, other):
-        return self._lift(other) - self
-
-    def __rtruediv__(self, other):
-        return self._lift(other) / self
-
     # -------------------------------------------------------------------- backward
     def backward(self) -> None:
         """Fill `.grad` of every node of the graph with d self / d node (reverse mode).
@@ -231,7 +235,7 @@ def numerical_gradient(f, inputs, eps: float = 1e-6) -> list[float]:
 
 
 # ------------------------------------------------------------------- forward mode
-class Dual:
+class Dual(_DerivedOps):
     """A dual number a + a' eps (eps^2 = 0): carries one directional derivative forward.
 
     Forward-mode differentiation: seed x_i' = 1 and every other input' = 0, run the
@@ -278,24 +282,6 @@ class Dual:
 
     def relu(self):
         return Dual(max(0.0, self.value), self.tangent if self.value > 0 else 0.0)
-
-    def __neg__(self):
-        return self * -1
-
-    def __sub__(self, other):
-        return self + (-self._lift(other))
-
-    def __truediv__(self, other):
-        return self * self._lift(other) ** -1
-
-    __radd__ = __add__
-    __rmul__ = __mul__
-
-    def __rsub__(self, other):
-        return self._lift(other) - self
-
-    def __rtruediv__(self, other):
-        return self._lift(other) / self
 
     def __repr__(self) -> str:
         return f"Dual(value={self.value:.4g}, tangent={self.tangent:.4g})"
