@@ -285,3 +285,9 @@ def test_report_is_written(batch):
     for name in ("grades.csv", "report.html", "histogram.png", "failing_tests.png"):
         assert (out / name).stat().st_size > 0, name
     assert "Fraction failing each test" in (out / "report.html").read_text()
+
+
+def test_a_dead_kernel_is_retried_once_before_the_student_fails(batch):
+    row = batch[2]["osexit"]
+    assert row["status"] == "failed" and "kernel died" in row["reason"], row
+    assert any("graded a second time" in n for n in row["notes"]), row["notes"]

@@ -81,12 +81,15 @@ def _prepare(root: Path, assignment: str, settings: Settings, students: list[str
     return cfg, url, notebooks
 
 
+KERNEL_DIED = "the kernel died while running the notebook (os._exit, a crash, or the memory limit)"
+
+
 def _classify(result: dict) -> str:
     text = (result.get("error") or "") + (result.get("log") or "")
     if "Timeout waiting for IOPub" in text or "UnresponsiveKernelError" in text or "Kernel didn't respond" in text:
         return "a cell ran past the time limit and ignored the interrupt; the kernel was stopped"
     if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
-        return "the kernel died while running the notebook (os._exit, a crash, or the memory limit)"
+        return KERNEL_DIED
     if "CellTimeoutError" in text:
         return "a cell ran past the time limit"
     for line in text.splitlines():
@@ -365,6 +368,18 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                         row["status"] = "late" if row.pop("late") else "graded"
                         row["flags"] = sorted(set(row["flags"]) | set(outcome.get("integrity", [])))
                         row["notes"] += _cell_notes(root, assignment, student)
+                    elif outcome["reason"] == KERNEL_DIED and not row.get("retried"):
+                        # A kernel can also die of something that is not the student's doing (the
+                        # machine under memory pressure); one more try tells the two apart.
+                        row["retried"] = True
+                        row["notes"].append("the kernel died on the first try; graded a second time")
+                        _kill_uid(uids[slot])
+                        row.pop("started")
+                        shutil.rmtree(work, ignore_errors=True)
+                        del running[slot]
+                        free.append(slot)
+                        todo.insert(0, (student, row))
+                        continue
                     else:
                         row.update(status="failed", reason=outcome["reason"])
                         row["final"] = not outcome["reason"].startswith(("grader error", "the grading worker"))
