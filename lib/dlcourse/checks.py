@@ -9,6 +9,8 @@ there. On success it returns quietly (tests print their own "passed" line).
     ...
     AssertionError: corr1d([1, 2], [1]): 1 of 2 values are wrong; first at index (1,): expected 2.5, got 2.0
 """
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -59,3 +61,99 @@ def check_equal(got, expected, name: str = "value") -> None:
 def _fmt(x) -> str:
     x = float(x)
     return repr(int(x)) + ".0" if x.is_integer() and abs(x) < 1e15 else f"{x:.6g}"
+
+
+class ReferenceUsedError(AssertionError):
+    """A graded function called a reference implementation that the exercise asks the
+    student to write. Subclasses AssertionError so nbgrader scores the part 0."""
+
+
+def _resolve(target: str):
+    """'torch.nn.functional.conv2d' -> [(owner, attribute, object)], a module -> its public
+    callables (and those of its already-imported submodules, for a package)."""
+    import importlib
+    import inspect
+    import sys
+
+    try:
+        module = importlib.import_module(target)
+    except ImportError:
+        module = None
+    if module is not None:
+        found = []
+        prefix = module.__name__ + "."
+        root = module.__name__.split(".")[0]
+        modules = [module] + [m for name, m in list(sys.modules.items())
+                              if name.startswith(prefix) and m is not None]
+        for mod in modules:
+            for attr, obj in list(vars(mod).items()):
+                if attr.startswith("_") or inspect.ismodule(obj) or not callable(obj):
+                    continue
+                if mod.__name__ == __name__ or (inspect.isclass(obj) and issubclass(obj, BaseException)):
+                    continue        # the checks themselves and exception types stay usable
+                home = getattr(obj, "__module__", None)
+                if isinstance(home, str) and not home.startswith(root):
+                    continue        # imported from elsewhere (contextlib, numpy, typing, ...)
+                found.append((mod, attr, obj, f"{mod.__name__}.{attr}"))
+        return found
+    owner_name, _, attr = target.rpartition(".")
+    owner = importlib.import_module(owner_name)
+    if not hasattr(owner, attr):
+        return []
+    return [(owner, attr, getattr(owner, attr), target)]
+
+
+@contextmanager
+def references_forbidden(*targets: str, namespace: dict | None = None, part: str = "this part"):
+    """Run the code in the block with the given reference implementations made unusable.
+
+    `targets` are dotted names of functions or classes ("torch.nn.functional.conv2d",
+    "torch.optim.SGD") or of whole modules ("torch.optim", "dlcourse"; a package covers its
+    imported submodules). Inside the block every one of them raises ReferenceUsedError,
+    whether it is reached through its module or through a name the notebook imported it
+    under (pass the notebook's `globals()` as `namespace`). A call is remembered even when
+    the student's code catches the error, and reported when the block ends.
+
+        with references_forbidden("torch.nn.functional.conv2d", "dlcourse", namespace=globals(),
+                                  part="conv2d"):
+            out = conv2d(x, w)
+    """
+    calls: list[str] = []
+
+    def blocked(name):
+        def refuse(*args, **kwargs):
+            calls.append(name)
+            raise ReferenceUsedError(_reference_message(name, part))
+        refuse.__name__ = name.rpartition(".")[2]
+        return refuse
+
+    patched = []            # (owner, attribute, original)
+    originals = {}          # id(original) -> replacement
+    try:
+        for target in targets:
+            for owner, attr, obj, name in _resolve(target):
+                replacement = originals.setdefault(id(obj), blocked(name))
+                patched.append((owner, attr, obj))
+                setattr(owner, attr, replacement)
+        renamed = []
+        if namespace is not None:
+            for key, value in list(namespace.items()):
+                if id(value) in originals and not key.startswith("__"):
+                    renamed.append((key, value))
+                    namespace[key] = originals[id(value)]
+        try:
+            yield
+        finally:
+            for key, value in renamed:
+                namespace[key] = value
+    finally:
+        for owner, attr, obj in reversed(patched):
+            setattr(owner, attr, obj)
+    if calls:
+        raise ReferenceUsedError(_reference_message(calls[0], part))
+
+
+def _reference_message(name: str, part: str) -> str:
+    return (f"{part}: your code calls {name}, a reference implementation that this exercise asks "
+            f"you to write yourself, so this part scores 0. Rewrite it with basic tensor operations "
+            f"(see the rules at the top of the notebook).")
