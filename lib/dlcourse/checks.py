@@ -80,6 +80,14 @@ def _resolve(target: str):
     except ImportError:
         module = None
     if module is not None:
+        if hasattr(module, "__path__"):     # a package: load its plain modules so none escapes
+            import pkgutil
+            for info in pkgutil.iter_modules(module.__path__, module.__name__ + "."):
+                if not info.ispkg:
+                    try:
+                        importlib.import_module(info.name)
+                    except Exception:   # an optional module that cannot load is not reachable either
+                        continue
         found = []
         prefix = module.__name__ + "."
         root = module.__name__.split(".")[0]
