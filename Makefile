@@ -9,7 +9,16 @@
 #                                 feedback, grades/<assignment>/grades.csv and report.html
 #   make outputs                  re-execute lectures and solutions to refresh stored outputs
 
-PYTHON ?= python3.11
+# The newest Python 3.11-3.13 found on PATH (each candidate is run, not just looked up);
+# `make PYTHON=/path/to/python3.12 ...` overrides. An existing .venv is reused as it is.
+PYTHON_CANDIDATES := python3.13 python3.12 python3.11 python3 python
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in $(PYTHON_CANDIDATES); do \
+  $$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' >/dev/null 2>&1 \
+  && { command -v $$p; break; }; done)
+endif
+# pytest workers: one per core, at least 2 (notebooks run in parallel, one file per worker)
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -lt 2 ] && n=2; echo $$n)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -25,8 +34,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || { \
+	  echo "error: the course needs Python 3.11, 3.12 or 3.13, and none was found on PATH"; \
+	  echo "       (tried: $(PYTHON_CANDIDATES)). Install one, or point make at it:"; \
+	  echo "       make PYTHON=/path/to/python3.12 $(MAKECMDGOALS)"; exit 1; }
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
@@ -35,7 +47,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile \
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  tests lectures solutions $(PYTEST_ARGS)
 

@@ -74,3 +74,43 @@ def test_notebooks_are_stored_executed_small_and_on_the_standard_kernel(path):
     assert all(c.get("execution_count") for c in code), f"{path} has unexecuted cells: run `make outputs`"
     counts = [c["execution_count"] for c in code]
     assert counts == list(range(1, len(code) + 1)), f"{path} was not run top to bottom in one go: run `make outputs`"
+
+
+def _fake_python(folder: Path, name: str, suitable: bool) -> None:
+    script = folder / name
+    script.write_text(f"#!/bin/sh\nexit {0 if suitable else 1}\n")
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("suitable, chosen", [
+    (["python3.12", "python3.11"], "python3.12"),        # the newest suitable one wins
+    (["python3.11"], "python3.11"),                      # a python3.13 that fails to run is skipped
+    ([], None),                                          # none: a clear error, not a traceback
+])
+def test_make_picks_the_newest_suitable_python(tmp_path, suitable, chosen):
+    import os
+    import shutil
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("python3.13", "python3.12", "python3.11", "python3", "python"):   # shadow the system's
+        _fake_python(bin_dir, name, name in suitable)
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(["make", "-f", str(REPO / "Makefile"), "install"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    if chosen is None:
+        assert proc.returncode != 0
+        assert "needs Python 3.11, 3.12 or 3.13" in out and "make PYTHON=" in out
+    else:
+        # the fake interpreter cannot create a venv, so make stops right after choosing it
+        assert f"creating .venv with {bin_dir / chosen}" in out, out
+
+
+def test_requires_python_admits_311_to_313():
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    assert all(v in spec for v in ("3.11.7", "3.12.1", "3.13.0")) and "3.14.0" not in spec
