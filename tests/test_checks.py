@@ -68,3 +68,70 @@ def test_whole_module_blocks_its_classes():
     with pytest.raises(ReferenceUsedError, match="torch.optim"):
         with references_forbidden("torch.optim"):
             torch.optim.SGD([p], lr=0.1)
+
+
+# ------------------------------------------- check_tensor, check_dtype_like, inputs_unchanged
+import numpy as np  # noqa: E402
+
+from dlcourse.checks import InputModifiedError, check_dtype_like, check_tensor, inputs_unchanged  # noqa: E402
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.zeros(3), "out: expected a torch.Tensor, got numpy.ndarray"),
+    ([1.0, 2.0], "out: expected a torch.Tensor, got list"),
+    (None, r"got None \(did the function forget to `return`\?\)"),
+    (torch.zeros(3, dtype=torch.float64), r"expected dtype torch.bool, got torch.float64: use a comparison"),
+    (torch.zeros(2, dtype=torch.bool), r"out: expected shape \(3,\), got \(2,\)"),
+])
+def test_check_tensor_reports_type_then_dtype_then_shape(value, message):
+    with pytest.raises(AssertionError, match=message):
+        check_tensor(value, dtype=torch.bool, shape=(3,), name="out", hint="use a comparison")
+
+
+def test_check_tensor_accepts_a_matching_tensor():
+    check_tensor(torch.zeros(3, dtype=torch.bool), dtype=torch.bool, shape=(3,))
+    check_tensor(torch.zeros(2, 2))
+
+
+def test_check_dtype_like_names_both_dtypes_and_the_fix():
+    x = torch.zeros(2, dtype=torch.float64)
+    with pytest.raises(AssertionError, match=r"conv2d\(x\): your output is torch.float32 but the input x was "
+                                             r"torch.float64: create buffers with dtype=x.dtype"):
+        check_dtype_like(torch.zeros(2), x, name="conv2d(x)")
+    with pytest.raises(AssertionError, match="expected a torch.Tensor, got numpy.ndarray"):
+        check_dtype_like(np.zeros(2), x)
+    check_dtype_like(torch.ones(2, dtype=torch.float64), x)
+
+
+def in_place_step(param, velocity):
+    velocity.mul_(0.9).add_(1.0)
+    return param - velocity, velocity
+
+
+def fresh_step(param, velocity):
+    velocity = 0.9 * velocity + 1.0
+    new = param.clone()
+    new -= velocity          # in place, but on a tensor of its own
+    return new, velocity
+
+
+def test_inputs_unchanged_catches_an_in_place_update_and_names_the_input():
+    w, v = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    with pytest.raises(InputModifiedError, match=r"sgd: your code changed its input `velocity` in place "
+                                                  r"\(4 of 4 entries\).*scores 0"):
+        with inputs_unchanged("sgd", param=w, velocity=v, lr=0.1):
+            in_place_step(w, v)
+
+
+def test_inputs_unchanged_accepts_new_tensors_and_nan_inputs():
+    w = torch.tensor([0.0, float("nan")], dtype=torch.float64)
+    v = torch.ones(2, dtype=torch.float64)
+    with inputs_unchanged("sgd", param=w, velocity=v):
+        new_w, new_v = fresh_step(w, v)
+    assert torch.equal(v, torch.ones(2, dtype=torch.float64)) and new_v[0].item() == 1.9
+
+
+def test_inputs_unchanged_lets_the_blocks_own_error_through():
+    with pytest.raises(ZeroDivisionError):
+        with inputs_unchanged("f", x=torch.zeros(1)):
+            1 / 0

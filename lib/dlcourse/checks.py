@@ -165,3 +165,88 @@ def _reference_message(name: str, part: str) -> str:
     return (f"{part}: your code calls {name}, a reference implementation that this exercise asks "
             f"you to write yourself, so this part scores 0. Rewrite it with basic tensor operations "
             f"(see the rules at the top of the notebook).")
+
+
+# ------------------------------------------------------- types, dtypes and in-place changes
+def check_tensor(value, dtype: torch.dtype | None = None, shape=None, name: str = "output",
+                 hint: str | None = None) -> None:
+    """Fail unless `value` is a torch.Tensor (of `dtype` and `shape` when given).
+
+    Call it before comparing numbers, so that a NumPy array, a list or a float mask is
+    reported as what it is instead of as a raw TypeError/RuntimeError further down.
+    `hint` (what to change) is appended to a dtype message.
+
+        >>> check_tensor(np.zeros(2), name="out")
+        Traceback (most recent call last):
+        ...
+        AssertionError: out: expected a torch.Tensor, got numpy.ndarray (build the result with torch operations, or convert it with torch.as_tensor)
+        >>> check_tensor(torch.ones(2), dtype=torch.bool, name="mask", hint="make it with a comparison, e.g. u >= p")
+        Traceback (most recent call last):
+        ...
+        AssertionError: mask: expected dtype torch.bool, got torch.float32: make it with a comparison, e.g. u >= p
+    """
+    if value is None:
+        raise AssertionError(f"{name}: expected a torch.Tensor, got None (did the function forget to `return`?)")
+    if not isinstance(value, torch.Tensor):
+        kind = type(value)
+        kind = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        raise AssertionError(f"{name}: expected a torch.Tensor, got {kind} (build the result with torch "
+                             f"operations, or convert it with torch.as_tensor)")
+    if dtype is not None and value.dtype != dtype:
+        raise AssertionError(f"{name}: expected dtype {dtype}, got {value.dtype}" + (f": {hint}" if hint else ""))
+    if shape is not None:
+        check_shape(value, shape, name)
+
+
+def check_dtype_like(value, source: torch.Tensor, name: str = "output", source_name: str = "x") -> None:
+    """Fail unless `value` is a tensor with the dtype of the input `source`, naming both dtypes.
+
+        >>> check_dtype_like(torch.zeros(2), torch.zeros(2, dtype=torch.float64), name="conv2d(x, w)")
+        Traceback (most recent call last):
+        ...
+        AssertionError: conv2d(x, w): your output is torch.float32 but the input x was torch.float64: create buffers with dtype=x.dtype (e.g. torch.zeros(..., dtype=x.dtype)); a float32 buffer keeps only about 7 digits
+    """
+    check_tensor(value, name=name)
+    if value.dtype != source.dtype:
+        raise AssertionError(
+            f"{name}: your output is {value.dtype} but the input {source_name} was {source.dtype}: create buffers "
+            f"with dtype={source_name}.dtype (e.g. torch.zeros(..., dtype={source_name}.dtype))"
+            + ("; a float32 buffer keeps only about 7 digits" if value.dtype == torch.float32 else ""))
+
+
+class InputModifiedError(AssertionError):
+    """A graded function changed one of its input tensors in place although the exercise
+    forbids it. Subclasses AssertionError so nbgrader scores the part 0."""
+
+
+def _changed_entries(now: torch.Tensor, before: torch.Tensor) -> str | None:
+    """None if `now` holds the values of `before` (NaN equals NaN), else what changed."""
+    if now.shape != before.shape or now.dtype != before.dtype:
+        return "its shape or dtype"
+    same = now == before
+    if now.is_floating_point() or now.is_complex():
+        same = same | (now.isnan() & before.isnan())
+    n_changed = int((~same).sum())
+    return f"{n_changed} of {now.numel()} entries" if n_changed else None
+
+
+@contextmanager
+def inputs_unchanged(part: str = "this part", **inputs):
+    """Fail if the code in the block changes any of the named tensors in place.
+
+        with inputs_unchanged("sgd_momentum_step", param=w, grad=g, velocity=v):
+            new_w, new_v = sgd_momentum_step(w, g, v, lr=0.1, momentum=0.9)
+
+    Copies of the tensors are taken on entry and compared on exit (NaN equals NaN);
+    names that are not tensors are ignored. An error raised in the block propagates.
+    """
+    copies = {key: value.detach().clone() for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+    yield
+    for key, before in copies.items():
+        changed = _changed_entries(inputs[key].detach(), before)
+        if changed:
+            raise InputModifiedError(
+                f"{part}: your code changed its input `{key}` in place ({changed}), which the exercise forbids: "
+                f"the caller still needs the old values, so this part scores 0. Compute a new tensor instead "
+                f"(`new = 0.9 * {key}` makes one; `{key} *= 0.9`, `{key}.mul_(0.9)`, `{key}.sub_(...)` and "
+                f"`{key}[...] = ...` overwrite the caller's tensor)")
