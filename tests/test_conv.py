@@ -1,4 +1,6 @@
 """dlcourse.conv against torch.nn.functional (float64, ATOL = RTOL = 1e-10; see helpers.py)."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,65 @@ def test_conv2d_matches_torch(device, impl, xshape, wshape, stride, padding):
     assert_matches_torch(impl(x[0], weight, bias, stride=stride, padding=padding), expected[0], what="unbatched (C, H, W) input")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", [conv.conv2d, conv.conv2d_loops], ids=["fast", "loops"])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("kshape", [(3, 3), (2, 2), (2, 5), (4, 1), (1, 1), (7, 7)])
+def test_conv2d_string_padding_matches_torch(device, impl, padding, kshape):
+    # even kernels: torch puts the extra zero after (right / bottom); a 7 x 7 kernel on a 5 x 6
+    # image fits only with "same"
+    x, weight, bias = randn(2, 3, 5, 6, device=device), randn(4, 3, *kshape, device=device, seed=1), randn(4, seed=2)
+    bias = bias.to(device)
+    if padding == "valid" and kshape == (7, 7):
+        with pytest.raises(ValueError, match="does not fit"):
+            impl(x, weight, bias, padding=padding)
+        return
+    with warnings.catch_warnings():  # torch warns that an even kernel needs a padded copy
+        warnings.simplefilter("ignore", UserWarning)
+        expected = F.conv2d(x, weight, bias, padding=padding)
+    out = impl(x, weight, bias, padding=padding)
+    assert_matches_torch(out, expected, what=f"padding={padding!r}, kernel {kshape}")
+    if padding == "same":
+        assert out.shape[-2:] == x.shape[-2:]
+
+
+@pytest.mark.parametrize("impl", [conv.conv2d, conv.conv2d_loops], ids=["fast", "loops"])
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(padding="same", stride=2), "not supported for strided convolutions"),
+    (dict(padding="same", stride=(1, 2)), "not supported for strided convolutions"),
+    (dict(padding="full"), "Invalid padding string"),
+    (dict(padding="SAME"), "Invalid padding string"),
+])
+def test_conv2d_rejects_what_torch_rejects_with_a_runtime_error(impl, kwargs, message):
+    x, weight = randn(1, 1, 5, 5), randn(1, 1, 3, 3, seed=1)
+    with pytest.raises(RuntimeError):
+        F.conv2d(x, weight, **kwargs)
+    with pytest.raises(RuntimeError, match=message):
+        impl(x, weight, **kwargs)
+
+
+@pytest.mark.parametrize("impl", [conv.conv2d, conv.conv2d_loops], ids=["fast", "loops"])
+@pytest.mark.parametrize("x_dtype, w_dtype, b_dtype, culprit", [
+    (torch.float32, torch.float64, None, "weight is torch.float64"),
+    (torch.float64, torch.float32, None, "weight is torch.float32"),
+    (torch.float32, torch.float32, torch.float64, "bias is torch.float64"),
+])
+def test_conv2d_does_not_mix_dtypes_like_torch(impl, x_dtype, w_dtype, b_dtype, culprit):
+    x, weight = randn(1, 2, 5, 5).to(x_dtype), randn(3, 2, 3, 3, seed=1).to(w_dtype)
+    bias = None if b_dtype is None else randn(3, seed=2).to(b_dtype)
+    with pytest.raises(RuntimeError):
+        F.conv2d(x, weight, bias)
+    with pytest.raises(RuntimeError, match=f"x is {x_dtype}.* but {culprit}"):
+        impl(x, weight, bias)
+
+
+def test_conv2d_in_float32_matches_torch():
+    x, weight = randn(2, 3, 6, 6).float(), randn(4, 3, 3, 3, seed=1).float()
+    # float32 sums of 27 products: a few ulps of float32
+    assert_matches_torch(conv.conv2d(x, weight, padding="same"), F.conv2d(x, weight, padding="same"),
+                         atol=1e-5, rtol=1e-5)
+
+
 def test_conv2d_accepts_non_contiguous_input():
     x = randn(2, 8, 3, 6).permute(0, 2, 1, 3)  # (2, 3, 8, 6), not contiguous
     weight = randn(4, 3, 3, 3, seed=1)
@@ -93,6 +154,47 @@ def test_conv2d_accepts_non_contiguous_input():
 def test_max_pool2d_matches_torch(device, impl, shape, kernel, stride):
     x = randn(*shape, device=device)
     assert_matches_torch(impl(x, kernel, stride), F.max_pool2d(x[None] if x.dim() == 2 else x, kernel, stride).view(impl(x, kernel, stride).shape))
+
+
+def pool_value_and_grad(pool, x, kernel, stride, weights):
+    x = x.clone().requires_grad_(True)
+    out = pool(x, kernel, stride)
+    (out * weights).sum().backward()
+    return out.detach(), x.grad
+
+
+def test_max_pool2d_gives_a_tied_gradient_to_the_first_maximum_like_torch():
+    # each 2 x 2 window holds two or four equal maxima; torch passes the whole gradient to the
+    # first of them in row-major order (checked against torch below, not assumed)
+    x = torch.tensor([[[[1.0, 1.0, 0.0, 2.0], [1.0, 1.0, 2.0, 2.0], [3.0, 0.0, 5.0, 5.0], [3.0, 0.0, 1.0, 1.0]]]],
+                     dtype=torch.float64)
+    first_max = torch.tensor([[[[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]],
+                             dtype=torch.float64)
+    _, torch_grad = pool_value_and_grad(F.max_pool2d, x, 2, None, 1.0)
+    assert torch.equal(torch_grad, first_max)
+    for impl in (conv.max_pool2d, conv.max_pool2d_loops):
+        out, grad = pool_value_and_grad(impl, x, 2, None, 1.0)
+        assert out.flatten().tolist() == [1.0, 2.0, 3.0, 5.0]
+        assert_matches_torch(grad, torch_grad, atol=0, rtol=0, what=f"{impl.__name__} gradient on ties")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", [conv.max_pool2d, conv.max_pool2d_loops], ids=["fast", "loops"])
+@pytest.mark.parametrize("kernel, stride", [(2, None), (3, 1), ((2, 3), (1, 2)), (3, 2)])
+def test_max_pool2d_gradient_matches_torch_with_ties_nan_and_inf(device, impl, kernel, stride):
+    # small integers make ties in almost every window; NaN and -inf entries follow torch's rules
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 3, (2, 3, 7, 8), generator=g).double()
+    x[torch.rand(x.shape, generator=g) < 0.05] = float("nan")
+    x[torch.rand(x.shape, generator=g) < 0.2] = -float("inf")
+    x = x.to(device)
+    weights = randn(*F.max_pool2d(x, kernel, stride).shape, device=device, seed=4)
+    theirs, torch_grad = pool_value_and_grad(F.max_pool2d, x, kernel, stride, weights)
+    ours, grad = pool_value_and_grad(impl, x, kernel, stride, weights)
+    assert torch.equal(ours.isnan(), theirs.isnan()), "NaN positions differ from torch"
+    assert_matches_torch(ours.nan_to_num(), theirs.nan_to_num(), atol=0, rtol=0, what="pooled values")
+    # overlapping windows add several weights into one entry, in another order than torch's
+    assert_matches_torch(grad, torch_grad, atol=1e-12, rtol=0, what="gradient")
 
 
 @pytest.mark.parametrize("device", DEVICES)

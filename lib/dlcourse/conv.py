@@ -131,11 +131,53 @@ def _check_conv_args(x, weight, bias):
         raise ValueError(
             f"x has {x.shape[-3]} channels but weight expects {weight.shape[1]} (weight shape {tuple(weight.shape)})"
         )
+    named = [("weight", weight)]
     if bias is not None:
         bias = _tensor(bias, "bias")
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},) to match weight, got {tuple(bias.shape)}")
+        named.append(("bias", bias))
+    for name, t in named:  # torch does not mix dtypes here either, and raises a RuntimeError
+        if t.dtype != x.dtype:
+            raise RuntimeError(f"x is {x.dtype} but {name} is {t.dtype}: conv2d, like torch's, needs one dtype; "
+                               f"convert one of them first, e.g. x.to({name}.dtype)")
     return x, weight, bias
+
+
+def _padding(padding, kernel: tuple[int, int], size: tuple[int, int], stride: tuple[int, int]) -> tuple[int, ...]:
+    """Zeros to add as (left, right, top, bottom), the order `F.pad` takes.
+
+    An int or a pair pads both sides of an axis alike; "valid" pads nothing; "same" pads
+    k - 1 in all, (k - 1) // 2 before and the rest after (an even kernel gets the extra zero
+    on the right / bottom, as in torch), so that the output keeps the input's size.
+    Like torch, "same" works only with stride 1 and raises a RuntimeError otherwise.
+    """
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise RuntimeError(f"Invalid padding string: {padding!r}; use 'same', 'valid', an int or a pair of ints")
+        if padding == "valid":
+            padding = 0
+        elif stride != (1, 1):
+            raise RuntimeError(f"padding='same' is not supported for strided convolutions (got stride {stride}): "
+                               "the output could not keep the input's size; pass the padding as numbers")
+        else:
+            (kh, kw) = kernel
+            return ((kw - 1) // 2, kw - 1 - (kw - 1) // 2, (kh - 1) // 2, kh - 1 - (kh - 1) // 2)
+    ph, pw = _pair(padding, "padding")
+    for n, k, s, p in zip(size, kernel, stride, (ph, pw)):
+        conv_output_size(n, k, s, p)  # a clear error for a negative padding or a kernel that does not fit
+    return (pw, pw, ph, ph)
+
+
+def _prepare_conv(x, weight, bias, stride, padding):
+    """Checked, batched and zero-padded input for both versions of conv2d."""
+    x, weight, bias = _check_conv_args(x, weight, bias)
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    stride = _pair(stride, "stride")
+    pads = _padding(padding, tuple(weight.shape[-2:]), tuple(x.shape[-2:]), stride)
+    return F.pad(x, pads), weight, bias, stride, unbatched
 
 
 def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> torch.Tensor:
@@ -143,23 +185,17 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> torch.Tensor:
 
     out[n, o, i, j] = bias[o] + sum_{c,a,b} xpad[n, c, i*sh + a, j*sw + b] * weight[o, c, a, b]
     """
-    x, weight, bias = _check_conv_args(x, weight, bias)
-    unbatched = x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
-    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
-    x, weight = _common_dtype(x, weight)
-    n, _, h, w = x.shape
+    xpad, weight, bias, (sh, sw), unbatched = _prepare_conv(x, weight, bias, stride, padding)
+    n, _, h, w = xpad.shape
     o, _, kh, kw = weight.shape
-    h_out, w_out = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    xpad = F.pad(x, (pw, pw, ph, ph))  # zero padding: (left, right, top, bottom)
-    out = torch.zeros(n, o, h_out, w_out, dtype=x.dtype, device=x.device)
+    h_out, w_out = conv_output_size(h, kh, sh), conv_output_size(w, kw, sw)
+    out = torch.zeros(n, o, h_out, w_out, dtype=xpad.dtype, device=xpad.device)
     for i in range(h_out):
         for j in range(w_out):
             window = xpad[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw]  # (N, C, kh, kw)
             out[:, :, i, j] = (window.unsqueeze(1) * weight).sum(dim=(2, 3, 4))  # (N, O)
     if bias is not None:
-        out = out + bias.to(out.dtype).view(1, -1, 1, 1)
+        out = out + bias.view(1, -1, 1, 1)
     return out[0] if unbatched else out
 
 
@@ -168,25 +204,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> torch.Tensor:
 
     x: (N, C, H, W) or (C, H, W); weight: (O, C, kh, kw); bias: (O,) or None
     -> (N, O, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1 (likewise W_out).
-    Same arguments and result as `torch.nn.functional.conv2d` (int or pair stride/padding).
+    Same arguments and result as `torch.nn.functional.conv2d`: stride and padding an int
+    or a pair, or padding="valid" (none) or "same" (output as large as the input; stride 1
+    only). x, weight and bias must share one dtype (a RuntimeError otherwise, as in torch).
 
     All windows at once: `unfold` gives (N, C, H_out, W_out, kh, kw) without copying,
     and one einsum sums channels and kernel positions for every output channel.
     """
-    x, weight, bias = _check_conv_args(x, weight, bias)
-    unbatched = x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
-    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
-    x, weight = _common_dtype(x, weight)
+    xpad, weight, bias, (sh, sw), unbatched = _prepare_conv(x, weight, bias, stride, padding)
     kh, kw = weight.shape[-2:]
-    conv_output_size(x.shape[2], kh, sh, ph)  # raises a clear error if the kernel does not fit
-    conv_output_size(x.shape[3], kw, sw, pw)
-    xpad = F.pad(x, (pw, pw, ph, ph))
     windows = xpad.unfold(2, kh, sh).unfold(3, kw, sw)  # (N, C, H_out, W_out, kh, kw)
     out = torch.einsum("nchwab,ocab->nohw", windows, weight)
     if bias is not None:
-        out = out + bias.to(out.dtype).view(1, -1, 1, 1)
+        out = out + bias.view(1, -1, 1, 1)
     return out[0] if unbatched else out
 
 
@@ -202,6 +232,22 @@ def _pool_args(x, kernel_size, stride):
     return x, (kh, kw), (sh, sw)
 
 
+def _max_of_windows(windows: torch.Tensor) -> torch.Tensor:
+    """Max of each window (..., kh, kw) -> (...), taken from ONE element per window.
+
+    The gradient then flows to that element only, as in torch: the first maximum in
+    row-major order when several entries tie, the last NaN when the window holds NaNs.
+    (`amax` would split the gradient evenly among tied entries.)
+    """
+    flat = windows.flatten(-2)  # (..., kh * kw)
+    index = flat.argmax(dim=-1, keepdim=True)  # first maximum; NaN counts as the largest
+    nan = flat.isnan()
+    if nan.any():  # torch keeps the last NaN it meets
+        last_nan = flat.shape[-1] - 1 - nan.flip(-1).to(torch.uint8).argmax(dim=-1, keepdim=True)
+        index = torch.where(nan.any(dim=-1, keepdim=True), last_nan, index)
+    return flat.gather(-1, index).squeeze(-1)
+
+
 def max_pool2d_loops(x, kernel_size, stride=None) -> torch.Tensor:
     """Readable max pooling: out[..., i, j] = max_{a,b} x[..., i*sh + a, j*sw + b]."""
     x, (kh, kw), (sh, sw) = _pool_args(x, kernel_size, stride)
@@ -209,8 +255,7 @@ def max_pool2d_loops(x, kernel_size, stride=None) -> torch.Tensor:
     out = torch.empty(*x.shape[:-2], h_out, w_out, dtype=x.dtype, device=x.device)
     for i in range(h_out):
         for j in range(w_out):
-            window = x[..., i * sh : i * sh + kh, j * sw : j * sw + kw]
-            out[..., i, j] = window.amax(dim=(-2, -1))
+            out[..., i, j] = _max_of_windows(x[..., i * sh : i * sh + kh, j * sw : j * sw + kw])
     return out
 
 
@@ -218,11 +263,13 @@ def max_pool2d(x, kernel_size, stride=None) -> torch.Tensor:
     """Max pooling over (kh, kw) windows; stride defaults to the window size.
 
     x: (..., H, W) -> (..., H_out, W_out), H_out = floor((H - kh) / s) + 1.
-    Same result as `torch.nn.functional.max_pool2d(x, kernel_size, stride)` (no padding).
-    No weights: pooling only summarises each window. Lecture 04, "Pooling".
+    Same result and gradient as `torch.nn.functional.max_pool2d(x, kernel_size, stride)`
+    (no padding): each window passes its gradient to one maximal entry, the first in
+    row-major order on ties. No weights: pooling only summarises each window.
+    Lecture 04, "Pooling".
     """
     x, (kh, kw), (sh, sw) = _pool_args(x, kernel_size, stride)
-    return x.unfold(-2, kh, sh).unfold(-2, kw, sw).amax(dim=(-2, -1))
+    return _max_of_windows(x.unfold(-2, kh, sh).unfold(-2, kw, sw))
 
 
 def avg_pool2d(x, kernel_size, stride=None) -> torch.Tensor:
