@@ -53,6 +53,32 @@ def test_eval_and_extreme_p_match_torch(device, p):
         assert_matches_torch(dropout(x, p, training=True), F.dropout(x, p, training=True), what=f"train p={p}")
 
 
+def same_with_nan(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
+    assert torch.equal(ours.isnan(), theirs.isnan()), f"{what}: NaN at other places than torch's"
+    assert_matches_torch(ours.nan_to_num(), theirs.nan_to_num(), atol=0, rtol=0, what=what)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_inf_nan_and_the_autograd_graph_as_in_torch(p):
+    # torch computes x * 0 for a dropped entry, so inf and NaN become NaN; p = 1 still
+    # returns a tensor in the graph (its gradient is upstream * 0); p = 0 returns x itself
+    x = torch.tensor([1.5, float("inf"), float("nan"), -float("inf"), -2.0, 0.25], dtype=torch.float64)
+    upstream = torch.tensor([1.0, 2.0, float("inf"), 0.5, float("nan"), 3.0], dtype=torch.float64)
+    ours_x, theirs_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    torch.manual_seed(5)
+    theirs = F.dropout(theirs_x, p)
+    ours, mask = dropout_forward(ours_x, p, generator=torch.Generator().manual_seed(5))
+    same_with_nan(ours, theirs, f"dropout p={p}")
+    assert (ours.grad_fn is None) == (theirs.grad_fn is None) and ours.requires_grad
+    theirs.backward(upstream)
+    ours.backward(upstream)
+    same_with_nan(ours_x.grad, theirs_x.grad, f"gradient through dropout p={p}")
+    same_with_nan(dropout_backward(upstream, mask, p), theirs_x.grad, f"dropout_backward p={p}")
+    if p == 0.0:
+        assert dropout(ours_x, p) is ours_x and F.dropout(ours_x, p) is ours_x
+    assert dropout(ours_x, p, training=False) is ours_x
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.7])
 def test_kept_fraction_and_mean(device, p):

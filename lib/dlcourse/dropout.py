@@ -56,7 +56,8 @@ def dropout_forward(x: torch.Tensor, p: float, training: bool = True,
     """Inverted dropout that also returns its mask (for the backward pass).
 
     training: out = x * mask / (1 - p), mask ~ Bernoulli(1 - p) elementwise, so E[out] = x;
-              p = 1 drops everything and gives zeros (no division by zero).
+              p = 1 drops everything: out = x * 0 (no division by zero), which, as in torch,
+              stays in the autograd graph and turns inf and NaN into NaN.
     evaluation: out = x and mask is all True.
     x: any shape -> (out, mask), both shaped like x. Lecture 03, "Inverted dropout".
     """
@@ -65,7 +66,8 @@ def dropout_forward(x: torch.Tensor, p: float, training: bool = True,
     if not training or p == 0.0:
         return x, torch.ones_like(x, dtype=torch.bool)
     if p == 1.0:
-        return torch.zeros_like(x), torch.zeros_like(x, dtype=torch.bool)
+        mask = torch.zeros_like(x, dtype=torch.bool)
+        return x * mask, mask
     mask = keep_mask(x, p, generator)
     return x * mask * (1.0 / (1.0 - p)), mask
 
@@ -85,15 +87,16 @@ def dropout_backward(grad_output: torch.Tensor, mask: torch.Tensor, p: float) ->
     """Gradient of inverted dropout (training mode) with respect to its input.
 
     out = x * mask / (1 - p) is linear in x, so dL/dx = dL/dout * mask / (1 - p):
-    dropped entries get no gradient, kept ones the scaled gradient (zeros when p = 1).
-    grad_output, mask: same shape -> same shape.
+    dropped entries get no gradient, kept ones the scaled gradient. When p = 1 the forward
+    pass was x * 0, whose gradient is grad_output * 0 (NaN where grad_output is inf or NaN,
+    as torch's). grad_output, mask: same shape -> same shape.
     """
     _check_x(grad_output, "grad_output")
     p = _check_p(p)
     if mask.shape != grad_output.shape:
         raise ValueError(f"mask has shape {tuple(mask.shape)} but grad_output has shape {tuple(grad_output.shape)}")
     if p == 1.0:
-        return torch.zeros_like(grad_output)
+        return grad_output * torch.zeros_like(mask)
     return grad_output * mask * (1.0 / (1.0 - p))
 
 
