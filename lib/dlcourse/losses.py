@@ -74,27 +74,61 @@ def softmax(z, dim: int = -1) -> torch.Tensor:
     return e / e.sum(dim=dim, keepdim=True)
 
 
-def cross_entropy_with_logits(z, target, reduction: str = "mean") -> torch.Tensor:
+def _as_target(target) -> torch.Tensor:
+    """Class indices (torch.int64 or torch.uint8, as torch's cross_entropy takes) or probabilities.
+
+    Lists and arrays are converted: integers become int64 class indices, floats float64
+    probabilities. A tensor of another integer dtype (or bool) raises a RuntimeError, as in torch.
+    """
+    if not isinstance(target, torch.Tensor):
+        probe = torch.as_tensor(target)
+        return _as_float(target) if torch.is_floating_point(probe) else probe.long()
+    if not torch.is_floating_point(target) and target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(f"class-index targets must be torch.int64 (long) or torch.uint8, as in torch, "
+                           f"got {target.dtype}: convert them with target.long()")
+    return target
+
+
+def _nll_of_classes(log_probs: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str):
+    """-log_probs[target] per example; examples whose target is ignore_index count 0 and are
+    left out of the mean (NaN if every example is ignored, as in torch)."""
+    n_classes = log_probs.shape[-1]
+    if target.shape != log_probs.shape[:-1]:
+        raise ValueError(f"class-index target must have shape {tuple(log_probs.shape[:-1])}, got {tuple(target.shape)}")
+    target = target.long()
+    counted = target != ignore_index
+    outside = counted & ((target < 0) | (target >= n_classes))
+    if outside.any():
+        raise IndexError(f"target {target[outside][0].item()} is out of bounds: class indices must be in "
+                         f"[0, {n_classes - 1}] (or ignore_index={ignore_index} to skip an example)")
+    picked = log_probs.gather(-1, torch.where(counted, target, 0).unsqueeze(-1)).squeeze(-1)
+    per_example = torch.where(counted, -picked, 0.0)
+    if reduction == "mean":
+        return per_example.sum() / counted.sum().to(per_example.dtype)
+    return _reduce(per_example, reduction)
+
+
+def cross_entropy_with_logits(z, target, reduction: str = "mean", ignore_index: int = -100) -> torch.Tensor:
     """Cross-entropy of softmax(z): -sum_j t_j log_softmax(z)_j, same as `F.cross_entropy(z, target)`.
 
-    z: (N, C) or (C,) logits; target: class indices (N,) / () or probabilities shaped like z.
-    log_softmax(z)_j = z_j - max z - log sum_k e^{z_k - max z}: no overflow, no log 0.
+    z: (N, C) or (C,) logits; target: class indices (N,) / () (int64 or uint8, as in torch) or
+    probabilities shaped like z. log_softmax(z)_j = z_j - max z - log sum_k e^{z_k - max z}:
+    no overflow, no log 0. With class indices the loss reads only log_softmax(z)_target, so a
+    logit of -inf on another class leaves it finite; examples whose target is `ignore_index`
+    count 0 and "mean" averages over the others only (torch's rule).
     """
     z = _as_float(z)
     if z.dim() not in (1, 2):
         raise ValueError(f"z must be (C,) or (N, C), got shape {tuple(z.shape)}")
-    if not isinstance(target, torch.Tensor):
-        probe = torch.as_tensor(target)  # ints stay class indices; Python floats become float64
-        target = _as_float(target) if torch.is_floating_point(probe) else probe
-    target = target.to(z.device)
-    if not torch.is_floating_point(target):  # class indices -> one-hot
-        n_classes = z.shape[-1]
-        if target.shape != z.shape[:-1]:
-            raise ValueError(f"class-index target must have shape {tuple(z.shape[:-1])}, got {tuple(target.shape)}")
-        if ((target < 0) | (target >= n_classes)).any():
-            raise ValueError(f"class indices must be in [0, {n_classes - 1}], got {target.tolist()}")
-        target = torch.nn.functional.one_hot(target, n_classes)
-    z, t = _check(z, target, "z")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    target = _as_target(target).to(z.device)
     shifted = z - z.amax(dim=-1, keepdim=True)
     log_probs = shifted - torch.logsumexp(shifted, dim=-1, keepdim=True)
+    if not torch.is_floating_point(target):
+        return _nll_of_classes(log_probs, target, ignore_index, reduction)
+    if ignore_index >= 0:
+        raise RuntimeError(f"ignore_index={ignore_index} is not supported for probability targets (as in torch): "
+                           "give those examples class indices, or zero weight in the mean yourself")
+    _, t = _check(z, target, "z")
     return _reduce(-(t * log_probs).sum(dim=-1), reduction)
