@@ -106,12 +106,87 @@ def test_lecture_functions_gradients_match_autograd():
     assert_matches_torch(optim.bumpy_1d_grad(y.detach()), y.grad, what="bumpy_1d_grad")
 
 
+# (name, hyper-parameters, does torch.optim's constructor accept them?) - the third column was
+# found by calling torch's constructors, and test_hyperparameter_range_as_in_torch checks it again
+HYPER_RANGE = [
+    ("sgd", dict(lr=0.0), True),
+    ("sgd", dict(lr=-0.1), False),
+    ("sgd", dict(lr=0.1, momentum=1.0), True),
+    ("sgd", dict(lr=0.1, momentum=1.5), True),
+    ("sgd", dict(lr=0.1, momentum=-0.1), False),
+    ("sgd", dict(lr=0.1, momentum=0.9, dampening=-1.0), True),
+    ("sgd", dict(lr=0.1, momentum=0.9, dampening=2.0), True),
+    ("sgd", dict(lr=0.1, weight_decay=-0.01), False),
+    ("sgd", dict(lr=0.1, nesterov=True), False),
+    ("sgd", dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), False),
+    ("adagrad", dict(lr=-0.1), False),
+    ("adagrad", dict(lr_decay=5.0), True),
+    ("adagrad", dict(lr_decay=-0.1), False),
+    ("adagrad", dict(eps=0.0), True),
+    ("adagrad", dict(eps=-1e-10), False),
+    ("adagrad", dict(weight_decay=-0.1), False),
+    ("adagrad", dict(initial_accumulator_value=-0.1), False),
+    ("rmsprop", dict(alpha=1.0), True),
+    ("rmsprop", dict(alpha=1.5), True),
+    ("rmsprop", dict(alpha=-0.1), False),
+    ("rmsprop", dict(momentum=1.0), True),
+    ("rmsprop", dict(momentum=-0.1), False),
+    ("rmsprop", dict(eps=0.0), True),
+    ("rmsprop", dict(eps=-1e-8), False),
+    ("rmsprop", dict(weight_decay=-1.0), False),
+    ("adadelta", dict(rho=1.0), True),
+    ("adadelta", dict(rho=0.0), True),
+    ("adadelta", dict(rho=1.1), False),
+    ("adadelta", dict(rho=-0.1), False),
+    ("adadelta", dict(eps=0.0), True),
+    ("adadelta", dict(eps=-1e-6), False),
+    ("adadelta", dict(lr=-1.0), False),
+    ("adadelta", dict(weight_decay=-1.0), False),
+    ("adam", dict(betas=(0.0, 0.0)), True),
+    ("adam", dict(betas=(1.0, 0.999)), False),
+    ("adam", dict(betas=(0.9, 1.0)), False),
+    ("adam", dict(betas=(-0.1, 0.999)), False),
+    ("adam", dict(betas=(0.9, -0.1)), False),
+    ("adam", dict(eps=0.0), True),
+    ("adam", dict(eps=-1e-8), False),
+    ("adam", dict(lr=-1e-3), False),
+    ("adam", dict(weight_decay=-0.1), False),
+]
+
+
+@pytest.mark.parametrize("name, hyper, accepted", HYPER_RANGE,
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in h.items())}" for n, h, _ in HYPER_RANGE])
+def test_hyperparameter_range_as_in_torch(name, hyper, accepted):
+    x0 = torch.tensor([1.5, -2.0, 0.0], dtype=torch.float64)
+    # a zero gradient entry too: with eps = 0 both sides divide 0 by 0 there
+    grads = [torch.tensor([0.3, -1.0, 0.0], dtype=torch.float64) * (t % 3 - 1) + 0.1 * t for t in range(6)]
+    if not accepted:
+        with pytest.raises(ValueError):
+            getattr(torch.optim, optim.TORCH_NAMES[name])([x0.clone().requires_grad_(True)], **hyper)
+        with pytest.raises(ValueError, match=r"must be (>= 0|in \[0, 1[\])]), got|nesterov"):
+            optim.STEPS[name](x0, grads[0], {}, **hyper)
+        return
+    theirs = torch_trajectory(optim.TORCH_NAMES[name], x0, grads, **hyper)
+    x, state = x0, {}
+    for t, g in enumerate(grads):
+        x, state = optim.STEPS[name](x, g, state, **hyper)
+        # momentum >= 1 or alpha > 1 may blow up or give NaN: it must do so exactly where torch's does
+        assert torch.equal(x.isnan(), theirs[t].isnan()), f"{name} {hyper}: NaN differs at step {t + 1}"
+        assert_matches_torch(x.nan_to_num(), theirs[t].nan_to_num(), what=f"{name} {hyper} after step {t + 1}")
+
+
 def test_bad_arguments_are_explained():
     w = torch.zeros(2)
     with pytest.raises(ValueError, match="lr must be >= 0, got -0.1"):
         optim.sgd_step(w, w, {}, lr=-0.1)
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.5"):
-        optim.sgd_step(w, w, {}, lr=0.1, momentum=1.5)
+    with pytest.raises(ValueError, match="momentum must be >= 0, got -0.5"):
+        optim.sgd_step(w, w, {}, lr=0.1, momentum=-0.5)
+    with pytest.raises(ValueError, match=r"beta1 must be in \[0, 1\), got 1.0"):
+        optim.adam_step(w, w, {}, betas=(1.0, 0.999))
+    with pytest.raises(ValueError, match=r"rho must be in \[0, 1\], got 1.5"):
+        optim.adadelta_step(w, w, {}, rho=1.5)
+    with pytest.raises(ValueError, match="lr must be >= 0, got nan"):
+        optim.adam_step(w, w, {}, lr=float("nan"))
     with pytest.raises(ValueError, match="grad has shape"):
         optim.adam_step(w, torch.zeros(3), {})
     with pytest.raises(ValueError, match="unknown optimizer"):

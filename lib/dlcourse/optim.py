@@ -10,6 +10,11 @@ the same trajectory, step by step; tests check that over many steps.
     for _ in range(100):
         w, state = adam_step(w, grad_f(w), state, lr=0.1)
 
+Every step function accepts the hyper-parameters that torch's constructor accepts and
+raises a ValueError for those it rejects (a negative lr, eps, weight_decay, lr_decay or
+momentum, rho outside [0, 1], betas outside [0, 1)); torch also accepts, and so do they,
+momentum >= 1, alpha >= 1 and rho = 1, which no longer average but can be tried.
+
 `run` applies a step function to a loss over many steps and returns the trajectory,
 `torch_run` does the same with a `torch.optim` optimizer; the lecture's test functions
 `quadratic_2d` and `bumpy_1d` and their gradients live here too.
@@ -19,14 +24,17 @@ import math
 import torch
 
 
-def _check_lr(lr: float) -> None:
-    if not lr >= 0.0:
-        raise ValueError(f"lr must be >= 0, got {lr}")
+def _check_nonnegative(**values: float) -> None:
+    """Each value must be >= 0 (NaN fails too), the range torch.optim's constructors accept."""
+    for name, value in values.items():
+        if not value >= 0.0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def _check_unit(value: float, name: str) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
+def _check_unit(value: float, name: str, closed: bool = False) -> None:
+    """value in [0, 1), or [0, 1] with closed=True (torch allows rho = 1 but not beta = 1)."""
+    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value}")
 
 
 def _check_shapes(param: torch.Tensor, grad: torch.Tensor) -> None:
@@ -46,8 +54,7 @@ def sgd_step(param, grad, state, lr, momentum=0.0, dampening=0.0, nesterov=False
     The velocity v is a sum of past gradients, not of past steps, and the learning rate
     multiplies it only at the end. state: {} or {"velocity": v}.
     """
-    _check_lr(lr)
-    _check_unit(momentum, "momentum")
+    _check_nonnegative(lr=lr, momentum=momentum, weight_decay=weight_decay)
     _check_shapes(param, grad)
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
@@ -71,7 +78,8 @@ def adagrad_step(param, grad, state, lr=0.01, lr_decay=0.0, weight_decay=0.0,
     Parameters with large past gradients take smaller steps; the sum never shrinks, so
     the steps only get smaller. state: {} or {"step": t, "sum": s}.
     """
-    _check_lr(lr)
+    _check_nonnegative(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                       initial_accumulator_value=initial_accumulator_value, eps=eps)
     _check_shapes(param, grad)
     g = grad + weight_decay * param if weight_decay else grad
     t = state.get("step", 0) + 1
@@ -96,8 +104,7 @@ def rmsprop_step(param, grad, state, lr=0.01, alpha=0.99, eps=1e-8, weight_decay
 
     state: {} or {"square_avg": r, ...}.
     """
-    _check_lr(lr)
-    _check_unit(alpha, "alpha")
+    _check_nonnegative(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
     _check_shapes(param, grad)
     g = grad + weight_decay * param if weight_decay else grad
     r = state.get("square_avg", torch.zeros_like(param))
@@ -128,8 +135,8 @@ def adadelta_step(param, grad, state, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.
     The "window of time" of the paper is this exponential average. Zeiler's rule has no
     learning rate (lr = 1, torch's default). state: {} or {"square_avg": r, "acc_delta": u}.
     """
-    _check_lr(lr)
-    _check_unit(rho, "rho")
+    _check_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay)
+    _check_unit(rho, "rho", closed=True)
     _check_shapes(param, grad)
     g = grad + weight_decay * param if weight_decay else grad
     r = rho * state.get("square_avg", torch.zeros_like(param)) + (1.0 - rho) * g * g
@@ -151,7 +158,7 @@ def adam_step(param, grad, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_
     eps is added after the square root. amsgrad uses the running maximum of v instead.
     state: {} or {"step": t, "exp_avg": m, "exp_avg_sq": v}.
     """
-    _check_lr(lr)
+    _check_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay)
     beta1, beta2 = betas
     _check_unit(beta1, "beta1")
     _check_unit(beta2, "beta2")
