@@ -8,6 +8,7 @@ O(eps^2) and rounding error about 1e-16 / eps = 1e-10 per unit of |f|.
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -200,6 +201,82 @@ def test_mlp_is_reproducible_and_validates():
         a([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="sizes must"):
         MLP([2])
+
+
+@pytest.mark.parametrize("scalar", [np.float32(1.5), np.float64(-0.75), np.int64(3), np.int32(-2), np.uint8(7)],
+                         ids=lambda v: type(v).__name__)
+def test_numpy_scalars_are_numbers_as_in_micrograd(scalar):
+    x = Value(scalar)
+    assert isinstance(x.data, float) and x.data == float(scalar)
+    # on either side of a gate, and as an exponent
+    y = Value(0.5)
+    f = (x * y + scalar) * (scalar * y) + y ** np.int64(2) - scalar / (y + 2)
+    f.backward()
+    tx = torch.tensor(float(scalar), dtype=torch.float64, requires_grad=True)
+    ty = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    c = float(scalar)
+    tf = (tx * ty + c) * (c * ty) + ty ** 2 - c / (ty + 2)
+    tf.backward()
+    assert f.data == pytest.approx(tf.item(), rel=RTOL, abs=ATOL)
+    assert (x.grad, y.grad) == (pytest.approx(tx.grad.item(), rel=RTOL, abs=ATOL),
+                                pytest.approx(ty.grad.item(), rel=RTOL, abs=ATOL))
+
+
+@pytest.mark.parametrize("bad", [True, np.bool_(True), "1.0", torch.tensor(1.0), [1.0]], ids=repr)
+def test_non_numbers_are_refused(bad):
+    with pytest.raises(TypeError, match="must be a real number"):
+        Value(bad)
+
+
+def torch_mlp(model: MLP, x, activation: str, out_activation: str):
+    """The same network written with torch tensors holding the model's weights (float64)."""
+    acts = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "linear": lambda z: z}
+    layers = [(torch.tensor([[w.data for w in n.w] for n in layer], dtype=torch.float64, requires_grad=True),
+               torch.tensor([n.b.data for n in layer], dtype=torch.float64, requires_grad=True))
+              for layer in model.layers]
+    h = torch.tensor(x, dtype=torch.float64)
+    for i, (w, b) in enumerate(layers):
+        h = acts[out_activation if i == len(layers) - 1 else activation](w @ h + b)
+    return h, [t for layer in layers for t in layer]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear"])
+@pytest.mark.parametrize("out_activation", ["tanh", "linear"])
+def test_mlp_hidden_activation_matches_torch(activation, out_activation):
+    model = MLP([3, 5, 4, 1], seed=2, activation=activation, out_activation=out_activation)
+    x = [0.4, -1.3, 0.9]
+    out = model(x)
+    out.backward()
+    theirs, tensors = torch_mlp(model, x, activation, out_activation)
+    theirs.sum().backward()
+    assert out.data == pytest.approx(theirs.item(), rel=RTOL, abs=ATOL)
+    ours_grads = [[n.w[j].grad for n in layer] for layer in model.layers for j in range(len(layer[0].w))]
+    torch_w_grads = [tensors[2 * i].grad[:, j].tolist() for i, layer in enumerate(model.layers)
+                     for j in range(len(layer[0].w))]
+    assert ours_grads == [pytest.approx(g, rel=RTOL, abs=ATOL) for g in torch_w_grads]
+    assert [[n.b.grad for n in layer] for layer in model.layers] == [
+        pytest.approx(tensors[2 * i + 1].grad.tolist(), rel=RTOL, abs=ATOL) for i in range(len(model.layers))]
+
+
+def test_mlp_activation_changes_the_network_and_is_validated():
+    x = [0.4, -1.3, 0.9]
+    outputs = {a: MLP([3, 4, 1], seed=1, activation=a)(x).data for a in ("tanh", "relu", "sigmoid")}
+    assert len(set(outputs.values())) == 3  # same weights, three different networks
+    with pytest.raises(ValueError, match="activation must be"):
+        MLP([2, 3, 1], activation="softplus")
+
+
+def test_mlp_zero_grad_resets_every_parameter():
+    model = MLP([2, 3, 1], seed=4)
+    model([0.5, -1.0]).backward()
+    first = [p.grad for p in model.parameters()]
+    assert any(g != 0 for g in first)
+    model([0.5, -1.0]).backward()  # without zero_grad the gradients add up
+    assert [p.grad for p in model.parameters()] == pytest.approx([2 * g for g in first])
+    model.zero_grad()
+    assert all(p.grad == 0.0 for p in model.parameters())
+    model([0.5, -1.0]).backward()
+    assert [p.grad for p in model.parameters()] == pytest.approx(first)
 
 
 def test_graph_layout_and_drawing_use_matplotlib_only():

@@ -16,11 +16,14 @@ a numerical gradient check, and a tiny MLP trained on XOR. Same spirit as
 micrograd; the tests compare every operation with `torch.autograd` in float64.
 """
 import math
+import numbers
 import random
 
 
 def _number(x, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    """x as a Python float: ints, floats and NumPy scalars (np.float32, np.int64, ...) are
+    real numbers (`numbers.Real`), as in micrograd; bools, strings and tensors are not."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"{what} must be a real number, got {type(x).__name__}")
     return float(x)
 
@@ -319,18 +322,19 @@ class Neuron:
 
 
 class MLP:
-    """Fully connected layers of `Neuron`s: sizes (n_in, h_1, ..., n_out); tanh hidden layers.
+    """Fully connected layers of `Neuron`s: sizes (n_in, h_1, ..., n_out).
 
-    `MLP([2, 4, 1], seed=0)` maps 2 inputs through 4 tanh units to 1 output (activation `out_activation`).
+    Hidden units use `activation` ("tanh", "relu", "sigmoid" or "linear"), the output layer
+    `out_activation`. `MLP([2, 4, 1], seed=0)` maps 2 inputs through 4 tanh units to 1 tanh output.
     """
 
-    def __init__(self, sizes, seed: int = 0, out_activation: str = "tanh"):
+    def __init__(self, sizes, seed: int = 0, out_activation: str = "tanh", activation: str = "tanh"):
         if len(sizes) < 2 or any(int(s) != s or s < 1 for s in sizes):
             raise ValueError(f"sizes must list at least two positive ints, got {sizes!r}")
         rng = random.Random(seed)
         self.layers = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            act = out_activation if i == len(sizes) - 2 else "tanh"
+            act = out_activation if i == len(sizes) - 2 else activation
             self.layers.append([Neuron(n_in, rng, act) for _ in range(n_out)])
 
     def __call__(self, x):
@@ -341,11 +345,16 @@ class MLP:
     def parameters(self) -> list[Value]:
         return [p for layer in self.layers for neuron in layer for p in neuron.parameters()]
 
+    def zero_grad(self) -> None:
+        """Set every parameter's `.grad` to 0 (gradients accumulate across `backward` calls)."""
+        for p in self.parameters():
+            p.grad = 0.0
+
 
 def train_mlp(model: MLP, xs, ys, steps: int = 100, lr: float = 0.1) -> list[float]:
     """Full-batch gradient descent on the square loss sum_i (model(x_i) - y_i)^2; returns the losses.
 
-    Each step: forward, `zero_grad`, `backward`, then p <- p - lr * p.grad.
+    Each step: forward, `model.zero_grad()`, `backward`, then p <- p - lr * p.grad.
     """
     if steps < 1 or lr <= 0:
         raise ValueError(f"steps must be >= 1 and lr > 0, got steps={steps}, lr={lr}")
@@ -353,8 +362,7 @@ def train_mlp(model: MLP, xs, ys, steps: int = 100, lr: float = 0.1) -> list[flo
     losses = []
     for _ in range(steps):
         loss = sum(((model(x) - y) ** 2 for x, y in zip(xs, ys)), Value(0.0))
-        for p in params:
-            p.grad = 0.0
+        model.zero_grad()
         loss.backward()
         for p in params:
             p.data -= lr * p.grad
