@@ -135,3 +135,13 @@ def test_inputs_unchanged_lets_the_blocks_own_error_through():
     with pytest.raises(ZeroDivisionError):
         with inputs_unchanged("f", x=torch.zeros(1)):
             1 / 0
+
+
+def test_check_not_mistake_names_the_mistake_only_when_it_is_made():
+    from dlcourse.checks import check_not_mistake
+
+    flipped = [1.0, 4.0, -1.0]
+    with pytest.raises(AssertionError, match=r"corr1d: flips the kernel \(got \[1.0, 4.0, -1.0\]\)"):
+        check_not_mistake(torch.tensor(flipped, dtype=torch.float64), flipped, "flips the kernel", name="corr1d")
+    check_not_mistake([-3.5, -4.25, -4.0], flipped, "flips the kernel")      # another (wrong or right) answer
+    check_not_mistake([1.0, 4.0], flipped, "flips the kernel")               # another shape

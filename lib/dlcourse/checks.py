@@ -250,3 +250,20 @@ def inputs_unchanged(part: str = "this part", **inputs):
                 f"the caller still needs the old values, so this part scores 0. Compute a new tensor instead "
                 f"(`new = 0.9 * {key}` makes one; `{key} *= 0.9`, `{key}.mul_(0.9)`, `{key}.sub_(...)` and "
                 f"`{key}[...] = ...` overwrite the caller's tensor)")
+
+
+def check_not_mistake(got, mistaken, explanation: str, name: str = "output",
+                      atol: float = 1e-6, rtol: float = 1e-6) -> None:
+    """Fail with `explanation` when `got` equals `mistaken`, the result a known mistake gives
+    (e.g. the flipped kernel's). Call it before check_close, so that this mistake is named
+    instead of reported as wrong numbers.
+
+        >>> check_not_mistake([1.0, 4.0], [1.0, 4.0], "your code flips the kernel", name="corr1d(x, k)")
+        Traceback (most recent call last):
+        ...
+        AssertionError: corr1d(x, k): your code flips the kernel (got [1.0, 4.0])
+    """
+    got_np, bad = to_numpy(got, name), to_numpy(mistaken, "mistaken")
+    if got_np.shape == bad.shape and np.allclose(got_np, bad, atol=atol, rtol=rtol, equal_nan=True):
+        shown = np.round(got_np, 6).tolist() if got_np.size <= 12 else f"an array of shape {got_np.shape}"
+        raise AssertionError(f"{name}: {explanation} (got {shown})")
