@@ -31,6 +31,13 @@ def test_exhaustive_search_needs_n_choose_m_rules(m, n):
     assert all(sorted(r.values()) == [1] * m for r in rules)  # each rule: m "yes" conditions
 
 
+@pytest.mark.parametrize("m,n", [(1, 3), (2, 3), (2, 4), (3, 5), (2, 5), (5, 6)])
+def test_rules_that_predict_no_need_n_choose_m_minus_1(m, n):
+    # "fewer than m yes" = "at least n - m + 1 no": the yes-rules of the swapped attributes
+    rules = smallest_rule_set(n - m + 1, n)
+    assert len(rules) == comb(n, m - 1)
+
+
 def test_deck_claim_for_5_of_10_is_wrong():
     assert m_of_n_rule_count(5, 10) == 252  # the deck says "more than 15,000"
     with pytest.raises(ValueError, match="0 < m <= n"):

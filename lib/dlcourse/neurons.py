@@ -47,9 +47,11 @@ def perceptron(x, w, t) -> torch.Tensor:
 def m_of_n_rule_count(m: int, n: int) -> int:
     """Rules of the smallest rule set for "at least m of n attributes are yes": C(n, m).
 
-    Each rule is a conjunction of conditions; a rule that never fires wrongly needs at
-    least m "yes" conditions, so it covers at most one of the C(n, m) examples with
-    exactly m yes - every one of them needs its own rule.
+    This counts rule sets whose rules all predict "yes", with the default "no" (the
+    deck's form and `smallest_rule_set`'s). Each rule is a conjunction of conditions; a
+    rule that never fires wrongly needs at least m "yes" conditions, so it covers at most
+    one of the C(n, m) examples with exactly m yes - every one of them needs its own rule.
+    Rules that predict "no" with the default "yes" need C(n, m - 1) instead.
     """
     if not (isinstance(m, int) and isinstance(n, int)) or not 0 < m <= n:
         raise ValueError(f"need integers 0 < m <= n, got m={m}, n={n}")
