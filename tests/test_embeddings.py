@@ -15,6 +15,16 @@ from dlcourse import embeddings as E
 from helpers import DEVICES, assert_matches_torch
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: on a busy machine several threads only wait for each other
+    (a 16-step training took 7 s on two threads and 0.15 s on one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def randn(*shape, device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
