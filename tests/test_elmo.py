@@ -11,19 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlcourse import elmo, rnn
-from helpers import DEVICES, assert_matches_torch
+from helpers import DEVICES, assert_matches_torch, one_thread  # noqa: F401 (fixture)
 
 SENTENCES = [[0, 1, 2, 3], [4, 2], [5, 5, 1, 0, 3, 2], [1]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: on a busy machine several threads only wait for each other
-    (a 16-step training took 7 s on two threads and 0.15 s on one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(device="cpu", seed=0, vocab_size=6, dim=5, num_layers=2):

@@ -12,17 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlcourse import embeddings as E
-from helpers import DEVICES, assert_matches_torch
+from helpers import DEVICES, assert_matches_torch, one_thread  # noqa: F401 (fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: on a busy machine several threads only wait for each other
-    (a 16-step training took 7 s on two threads and 0.15 s on one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randn(*shape, device="cpu", seed=0):
