@@ -105,3 +105,51 @@ def test_online_sgd_validates():
         online_sgd(lambda x, p: x, [torch.zeros(1)], [1.0], [1.0], lambda a, b: a, steps=1)
     with pytest.raises(ValueError, match="lr must be > 0"):
         online_sgd(lambda x, p: x, [], [1.0], [1.0], lambda a, b: a, lr=0)
+
+
+# ------------------------------------------------------------- perceptron learning rule
+from dlcourse.neurons import perceptron_learning_rule  # noqa: E402
+
+
+def test_perceptron_rule_first_pass_by_hand():
+    # traced by hand with lr = 1 from w = 0, t = 0: Peter +, Julia -, Kim +, John - (4 updates)
+    fit = perceptron_learning_rule(credit_rating().x, credit_rating().y, max_epochs=1)
+    assert fit.w.tolist() == [0.0, 1.0, 1.0] and fit.t == 0.0 and (fit.epochs, fit.converged) == (1, False)
+
+
+@pytest.mark.parametrize("lr", [1.0, 0.5, 0.25])
+def test_perceptron_rule_separates_the_credit_table(lr):
+    data = credit_rating()
+    fit = perceptron_learning_rule(data.x, data.y, lr=lr)
+    assert fit.converged and perceptron(data.x, fit.w, fit.t).tolist() == data.y.tolist()
+    # starting from 0, the learning rate only scales w and t
+    unit = perceptron_learning_rule(data.x, data.y, lr=1.0)
+    assert torch.equal(fit.w, lr * unit.w) and fit.t == lr * unit.t and fit.epochs == unit.epochs
+    # the learned perceptron is "at least two of three" on all 8 possible applicants
+    every = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * 3)
+    assert perceptron(every, fit.w, fit.t).tolist() == (every.sum(1) >= 2).double().tolist()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 5))
+def test_perceptron_rule_separates_separable_data(seed, d):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-2, 3, (12, d), generator=g).double()
+    w_true = torch.randint(-3, 4, (d,), generator=g).double()
+    y = (x @ w_true - 0.5 > 0).double()  # separable: w_true, t = 0.5 (never a tie on integer inputs)
+    # Novikoff: at most (R / gamma)^2 updates, R^2 = |(x, -1)|^2 <= 4 * 5 + 1, gamma >= 0.5 / |(w_true, 0.5)|
+    bound = (4 * d + 1) * (w_true.square().sum().item() + 0.25) / 0.25
+    fit = perceptron_learning_rule(x, y, max_epochs=int(bound) + 1)
+    assert fit.converged and torch.equal(perceptron(x, fit.w, fit.t), y)
+
+
+def test_perceptron_rule_never_converges_on_xor_and_validates():
+    x, y = xor_data()
+    fit = perceptron_learning_rule(x, y, max_epochs=50)
+    assert not fit.converged and fit.epochs == 50
+    with pytest.raises(ValueError, match="0/1 labels"):
+        perceptron_learning_rule(x, y * 2)
+    with pytest.raises(ValueError, match="need x"):
+        perceptron_learning_rule(x[0], y)
+    with pytest.raises(ValueError, match="lr > 0"):
+        perceptron_learning_rule(x, y, lr=0)

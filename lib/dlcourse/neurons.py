@@ -206,3 +206,49 @@ def online_sgd(f, params, xs, ys, loss, lr: float = 0.1, steps: int = 100,
                 p -= lr * g  # 5: step against the gradient
         losses.append(value.item())
     return losses
+
+
+# ------------------------------------------------------- the perceptron learning rule
+@dataclass
+class PerceptronFit:
+    """What `perceptron_learning_rule` found: weights w (d,), threshold t, passes made, and
+    whether the last pass made no mistake (then w, t separate the data)."""
+
+    w: torch.Tensor
+    t: float
+    epochs: int
+    converged: bool
+
+
+def perceptron_learning_rule(x, y, lr: float = 1.0, max_epochs: int = 100) -> PerceptronFit:
+    """Rosenblatt's rule for Y = I(w . x - t > 0), one example at a time, in the given order:
+
+        y_hat = I(w . x_i - t > 0);   w <- w + lr (y_i - y_hat) x_i;   t <- t - lr (y_i - y_hat)
+
+    x: (N, d), y: (N,) of 0/1; w and t start at 0. Passes over the data until a pass makes no
+    mistake (that pass is counted) or `max_epochs` passes are done. On linearly separable data
+    (the deck's credit table) the perceptron convergence theorem guarantees a pass without
+    mistakes; on XOR it never comes. Lecture 01, "The perceptron learning rule" (deck 003).
+    """
+    x = torch.as_tensor(x)
+    x = x if torch.is_floating_point(x) else x.double()
+    y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
+    if x.dim() != 2 or y.shape != x.shape[:1]:
+        raise ValueError(f"need x (N, d) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError("y must hold 0/1 labels")
+    if lr <= 0 or int(max_epochs) != max_epochs or max_epochs < 1:
+        raise ValueError(f"need lr > 0 and an integer max_epochs >= 1, got lr={lr}, max_epochs={max_epochs}")
+    w = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    t = 0.0
+    for epoch in range(1, int(max_epochs) + 1):
+        mistakes = 0
+        for xi, yi in zip(x, y):
+            error = yi.item() - float((xi @ w).item() - t > 0)
+            if error:
+                w = w + lr * error * xi
+                t = t - lr * error
+                mistakes += 1
+        if mistakes == 0:
+            return PerceptronFit(w, t, epoch, True)
+    return PerceptronFit(w, t, int(max_epochs), False)
