@@ -1,43 +1,88 @@
 """End to end: release ps_convolution, grade real submissions with nbgrader, check scores.
 
-One course, seven students, one `nbgrader autograde` call (about a minute):
+One course, one `nbgrader autograde` call. The tests of the tests:
 
-    alice  the full solution                      -> full marks on every autograded part
-    bob    the untouched release                  -> 0
-    carol  corr1d flips the kernel (convolution)   -> 0 on corr1d only (visible test passes!)
-    dave   broke conv2d and edited its test cell   -> the test is restored: 0 on conv2d only
-    erin   deleted the max_pool2d test cell        -> the test is restored and passes
-    frank  an endless loop in max_pool2d           -> cut off by the cell timeout: 0 on that part only
-    grace  a file that is not valid JSON          -> reported as failed; everyone else is graded
-    hank   output_size forgets the "+ 1"           -> 0 on output_size only (conv2d and max_pool2d,
-                                                     which call it, are tested with the reference)
-    ivy    pads one side only; pooling stride 1   -> 0 on conv2d and on max_pool2d
+* MISTAKES: common wrong answers, each planted in the function of one part; that part must
+  score 0 and every other part keep its points. Students plant at most three, in different
+  functions, so each student also proves that the untouched parts are not affected.
+* WARNED: answers a student could believe right (a float32 buffer for float64 data) that lose
+  their part, but only after a visible check has said why; the grader's copy shows the message.
+* REFERENCE_CALLS: answers that call what the rules forbid (torch.nn.functional.conv2d,
+  max_pool2d, numpy.correlate, dlcourse): 0 on that part, with the reason in the output.
+* VARIANTS: correct answers written differently (loops, torch.stack of lists, Tensor.unfold +
+  einsum, F.pad, reusing corr2d, math.floor / len(range(...)), a float32 padding buffer with a
+  result of x's dtype, which the float32 tolerance of the hidden tests accepts): full marks.
+
+Besides them: alice (the model answer), bob (the untouched release), dave edits a test cell,
+erin deletes one, frank has an endless loop, grace's file is not JSON.
+The answer key of the written part is checked without nbgrader (the hidden cell run on a
+mutated copy of the source must fail).
 """
+import json
+import os
 import re
 
+import nbformat
 import pytest
 
-from nbgrader_harness import grade_id, graded_test_ids, make_course, solved
+from nbgrader_harness import REPO, grade_id, graded_test_ids, make_course, solved
 
 ASSIGNMENT, NOTEBOOK = "ps_convolution", "convolution"
-POINTS = {"test_corr1d": 2, "test_corr2d": 2, "test_output_size": 2, "test_conv2d": 3, "test_max_pool2d": 2}
+POINTS = {"test_corr1d": 2, "test_corr2d": 2, "test_output_size": 2, "test_conv2d": 3, "test_max_pool2d": 2,
+          "test_written_key": 0}
 CELL_TIMEOUT = 20  # generous for a loaded CI machine; only frank's endless loop waits it out
 
-FLIPPED_CORR1D = """
+# name -> (solution cell, source, the graded part it costs)
+MISTAKES = {
+    "corr1d_flipped": ("corr1d", """
 def corr1d(x, k):
     k = torch.flip(k, dims=(0,))  # true convolution: wrong for this course's convention
     n, kw = len(x), len(k)
     return torch.stack([(x[i:i + kw] * k).sum() for i in range(n - kw + 1)])
-"""
-BROKEN_CONV2D = """
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    return torch.zeros(1)
-"""
-OFF_BY_ONE_SIZE = """
+""", "test_corr1d"),
+    "corr1d_drops_last": ("corr1d", """
+def corr1d(x, k):
+    out = torch.zeros(len(x) - len(k), dtype=x.dtype)  # one position short
+    for i in range(len(x) - len(k)):
+        out[i] = (x[i:i + len(k)] * k).sum()
+    return out
+""", "test_corr1d"),
+    "corr2d_flipped": ("corr2d", """
+def corr2d(x, k):
+    k = torch.flip(k, dims=(0, 1))
+    kh, kw = k.shape
+    out = torch.zeros(x.shape[0] - kh + 1, x.shape[1] - kw + 1, dtype=x.dtype)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = (x[i:i + kh, j:j + kw] * k).sum()
+    return out
+""", "test_corr2d"),
+    "corr2d_axes_swapped": ("corr2d", """
+def corr2d(x, k):
+    kh, kw = k.shape
+    out = torch.zeros(x.shape[0] - kh + 1, x.shape[1] - kw + 1, dtype=x.dtype)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = (x[i:i + kw, j:j + kh] * k).sum()  # kh and kw mixed up: fine for square kernels only
+    return out
+""", "test_corr2d"),
+    "size_no_plus_one": ("output_size", """
 def output_size(n, k, stride=1, padding=0):
     return (n + 2 * padding - k) // stride
-"""
-ONE_SIDED_PADDING = """
+""", "test_output_size"),
+    "size_padding_once": ("output_size", """
+def output_size(n, k, stride=1, padding=0):
+    return (n + padding - k) // stride + 1
+""", "test_output_size"),
+    "size_true_division": ("output_size", """
+def output_size(n, k, stride=1, padding=0):
+    return (n + 2 * padding - k) / stride + 1  # a float, and wrong when stride does not divide
+""", "test_output_size"),
+    "conv2d_returns_zeros": ("conv2d", """
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    return torch.zeros(1)
+""", "test_conv2d"),
+    "conv2d_one_sided_padding": ("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -52,8 +97,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if bias is not None:
         out += bias[:, None, None]
     return out
-"""
-STRIDE_ONE_POOL = """
+""", "test_conv2d"),
+    "conv2d_ignores_stride": ("conv2d", """
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    xpad = torch.zeros(c, h + 2 * padding, w + 2 * padding, dtype=x.dtype)
+    xpad[:, padding:padding + h, padding:padding + w] = x
+    h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    out = torch.zeros(o, h_out, w_out, dtype=x.dtype)
+    for i in range(h_out):
+        for j in range(w_out):
+            out[:, i, j] = (xpad[None, :, i:i + kh, j:j + kw] * weight).sum(dim=(1, 2, 3))  # i, not i * stride
+    return out if bias is None else out + bias[:, None, None]
+""", "test_conv2d"),
+    "pool_stride_one": ("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     stride = stride or 1  # wrong default: PyTorch's is kernel_size
     c, h, w = x.shape
@@ -63,34 +121,209 @@ def max_pool2d(x, kernel_size, stride=None):
         for j in range(w_out):
             out[:, i, j] = x[:, i * stride:i * stride + kernel_size, j * stride:j * stride + kernel_size].amax(dim=(1, 2))
     return out
-"""
-ENDLESS_MAX_POOL = """
+""", "test_max_pool2d"),
+    "pool_endless_loop": ("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     while True:
         pass
-"""
+""", "test_max_pool2d"),
+    "pool_max_with_zero": ("max_pool2d", """
+def max_pool2d(x, kernel_size, stride=None):
+    stride = stride or kernel_size
+    c, h, w = x.shape
+    out = torch.zeros(c, output_size(h, kernel_size, stride), output_size(w, kernel_size, stride), dtype=x.dtype)
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            window = x[:, i * stride:i * stride + kernel_size, j * stride:j * stride + kernel_size]
+            out[:, i, j] = torch.maximum(out[:, i, j], window.amax(dim=(1, 2)))  # starts from 0, not -inf
+    return out
+""", "test_max_pool2d"),
+    "pool_across_channels": ("max_pool2d", """
+def max_pool2d(x, kernel_size, stride=None):
+    stride = stride or kernel_size
+    windows = x.unfold(1, kernel_size, stride).unfold(2, kernel_size, stride)  # (C, H_out, W_out, k, k)
+    return windows.amax(dim=(0, -2, -1)).expand(x.shape[0], -1, -1)  # the max over the channels too
+""", "test_max_pool2d"),
+}
+# answers a student could think right; a visible check explains why they are not (message in the output)
+WARNED = {
+    "corr1d_float32_buffer": ("corr1d", """
+def corr1d(x, k):
+    out = torch.zeros(len(x) - len(k) + 1)  # float32, whatever x is
+    for i in range(len(out)):
+        out[i] = (x[i:i + len(k)] * k).sum()
+    return out
+""", "test_corr1d", "your output is torch.float32 but the input x was torch.float64"),
+    "conv2d_float32_buffer": ("conv2d", """
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    xpad = torch.zeros(c, h + 2 * padding, w + 2 * padding)  # float32: the natural slip
+    xpad[:, padding:padding + h, padding:padding + w] = x
+    h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    out = torch.zeros(o, h_out, w_out)
+    for i in range(h_out):
+        for j in range(w_out):
+            out[:, i, j] = (xpad[None, :, i * stride:i * stride + kh, j * stride:j * stride + kw] * weight).sum(dim=(1, 2, 3))
+    return out if bias is None else out + bias[:, None, None]
+""", "test_conv2d", "create buffers with dtype=x.dtype"),
+}
+REFERENCE_CALLS = {
+    "corr1d_numpy_correlate": ("corr1d", """
+import numpy as np
+def corr1d(x, k):
+    return torch.from_numpy(np.correlate(x.numpy(), k.numpy(), "valid"))
+""", "test_corr1d", "your code calls numpy.correlate"),
+    "corr2d_F_conv2d": ("corr2d", """
+import torch.nn.functional as F
+def corr2d(x, k):
+    return F.conv2d(x[None, None], k[None, None].to(x.dtype))[0, 0]
+""", "test_corr2d", "your code calls torch.nn.functional.conv2d"),
+    "size_dlcourse": ("output_size", """
+from dlcourse.conv import conv_output_size
+def output_size(n, k, stride=1, padding=0):
+    return conv_output_size(n, k, stride, padding)
+""", "test_output_size", "your code calls dlcourse.conv.conv_output_size"),
+    "conv2d_nn_Conv2d": ("conv2d", """
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    layer = torch.nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:], stride=stride, padding=padding,
+                            bias=bias is not None, dtype=x.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+        return layer(x[None])[0]
+""", "test_conv2d", "your code calls torch.nn.Conv2d"),
+    "pool_F_max_pool2d": ("max_pool2d", """
+import torch.nn.functional as F
+def max_pool2d(x, kernel_size, stride=None):
+    return F.max_pool2d(x, kernel_size, stride)
+""", "test_max_pool2d", "your code calls torch.nn.functional.max_pool2d"),
+}
+VARIANTS = {
+    "corr1d_unfold_matmul": ("corr1d", """
+def corr1d(x, k):
+    return x.unfold(0, len(k), 1) @ k  # all windows at once, one matrix-vector product
+"""),
+    "corr1d_stack": ("corr1d", """
+def corr1d(x, k):
+    return torch.stack([(x[i:i + len(k)] * k).sum() for i in range(len(x) - len(k) + 1)])
+"""),
+    "corr2d_unfold_einsum": ("corr2d", """
+def corr2d(x, k):
+    kh, kw = k.shape
+    return torch.einsum("ijab,ab->ij", x.unfold(0, kh, 1).unfold(1, kw, 1), k)
+"""),
+    "corr2d_stack_of_rows": ("corr2d", """
+def corr2d(x, k):
+    kh, kw = k.shape
+    rows = [torch.stack([(x[i:i + kh, j:j + kw] * k).sum() for j in range(x.shape[1] - kw + 1)])
+            for i in range(x.shape[0] - kh + 1)]
+    return torch.stack(rows)
+"""),
+    "size_math_floor": ("output_size", """
+import math
+def output_size(n, k, stride=1, padding=0):
+    return math.floor((n + 2 * padding - k) / stride) + 1
+"""),
+    "size_count_positions": ("output_size", """
+def output_size(n, k, stride=1, padding=0):
+    return len(range(0, n + 2 * padding - k + 1, stride))
+"""),
+    "conv2d_pad_unfold_einsum": ("conv2d", """
+import torch.nn.functional as F
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    kh, kw = weight.shape[-2:]
+    windows = F.pad(x, (padding,) * 4).unfold(1, kh, stride).unfold(2, kw, stride)  # (C, H_out, W_out, kh, kw)
+    out = torch.einsum("chwab,ocab->ohw", windows, weight)
+    return out if bias is None else out + bias[:, None, None]
+"""),
+    "conv2d_reuses_corr2d": ("conv2d", """
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    c, h, w = x.shape
+    xpad = x.new_zeros((c, h + 2 * padding, w + 2 * padding))
+    xpad[:, padding:padding + h, padding:padding + w] = x
+    maps = []
+    for f in range(weight.shape[0]):
+        full = sum(corr2d(xpad[ch], weight[f, ch]) for ch in range(c))  # stride 1 everywhere ...
+        full = full[::stride, ::stride]                                  # ... then keep every stride-th
+        maps.append(full if bias is None else full + bias[f])
+    return torch.stack(maps)
+"""),
+    "conv2d_float32_padding_buffer": ("conv2d", """
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    xpad = torch.zeros(c, h + 2 * padding, w + 2 * padding)  # float32 inside: tolerated ...
+    xpad[:, padding:padding + h, padding:padding + w] = x
+    h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    out = torch.zeros(o, h_out, w_out, dtype=x.dtype)         # ... as long as the result has x's dtype
+    for i in range(h_out):
+        for j in range(w_out):
+            out[:, i, j] = (xpad[None, :, i * stride:i * stride + kh, j * stride:j * stride + kw] * weight).sum(dim=(1, 2, 3))
+    return out if bias is None else out + bias[:, None, None]
+"""),
+    "pool_unfold_amax": ("max_pool2d", """
+def max_pool2d(x, kernel_size, stride=None):
+    stride = stride or kernel_size
+    return x.unfold(1, kernel_size, stride).unfold(2, kernel_size, stride).amax(dim=(-2, -1))
+"""),
+    "pool_loops_stack": ("max_pool2d", """
+def max_pool2d(x, kernel_size, stride=None):
+    if stride is None:
+        stride = kernel_size
+    c, h, w = x.shape
+    rows = []
+    for i in range(0, h - kernel_size + 1, stride):
+        row = [x[:, i:i + kernel_size, j:j + kernel_size].reshape(c, -1).max(dim=1).values
+               for j in range(0, w - kernel_size + 1, stride)]
+        rows.append(torch.stack(row, dim=-1))
+    return torch.stack(rows, dim=-2)
+"""),
+}
+STUDENTS = {  # student -> planted answers (one per function); dave and erin also tamper with test cells
+    "carol": ["corr1d_flipped", "size_no_plus_one", "pool_stride_one", "conv2d_float32_padding_buffer"],
+    "dave": ["corr2d_flipped", "conv2d_returns_zeros", "size_padding_once"],
+    "frank": ["corr1d_drops_last", "conv2d_ignores_stride", "pool_endless_loop"],
+    "hank": ["size_true_division", "corr2d_axes_swapped", "pool_max_with_zero"],
+    "ivy": ["conv2d_one_sided_padding", "pool_across_channels", "corr1d_float32_buffer"],
+    "judy": ["conv2d_float32_buffer", "corr2d_F_conv2d", "size_dlcourse"],
+    "kim": ["corr1d_numpy_correlate", "pool_F_max_pool2d", "conv2d_nn_Conv2d"],
+    "vera": ["corr1d_unfold_matmul", "corr2d_unfold_einsum", "size_math_floor", "conv2d_pad_unfold_einsum",
+             "pool_unfold_amax"],
+    "erin": ["corr1d_stack", "corr2d_stack_of_rows", "size_count_positions", "conv2d_reuses_corr2d",
+             "pool_loops_stack"],
+}
+TABLE = {**{k: v[:3] for k, v in MISTAKES.items()}, **{k: v[:3] for k, v in WARNED.items()},
+         **{k: v[:3] for k, v in REFERENCE_CALLS.items()}, **{k: (*v, None) for k, v in VARIANTS.items()}}
+
+
+def expected_parts(student):
+    zeroed = {TABLE[name][2] for name in STUDENTS.get(student, [])} - {None}
+    return {part: 0 if part in zeroed else pts for part, pts in POINTS.items()}
+
+
+def cell_output(course, student, gid):
+    nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+    cell = next(c for c in nb.cells if grade_id(c) == gid)
+    return "\n".join(o.get("text", "") + o.get("evalue", "") for o in cell.outputs)
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    release = course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
     course.submit("alice", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK))
-    course.submit("bob", ASSIGNMENT, NOTEBOOK, release)
-    course.submit("carol", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, {"corr1d": FLIPPED_CORR1D}))
-
-    dave = solved(course, ASSIGNMENT, NOTEBOOK, {"conv2d": BROKEN_CONV2D, "test_conv2d": 'print("conv2d: visible checks passed")'})
-    course.submit("dave", ASSIGNMENT, NOTEBOOK, dave)
-
-    erin = solved(course, ASSIGNMENT, NOTEBOOK)
-    erin.cells = [c for c in erin.cells if grade_id(c) != "test_max_pool2d"]
-    course.submit("erin", ASSIGNMENT, NOTEBOOK, erin)
-
-    course.submit("frank", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, {"max_pool2d": ENDLESS_MAX_POOL}))
+    course.submit("bob", ASSIGNMENT, NOTEBOOK, course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
+    for student, names in STUDENTS.items():
+        overrides = {TABLE[name][0]: TABLE[name][1] for name in names}
+        assert len(overrides) == len(names), f"{student}: two answers for one function"
+        if student == "dave":  # a broken conv2d and a test cell edited to pass: the test is restored
+            overrides["test_conv2d"] = 'print("conv2d: visible checks passed")'
+        nb = solved(course, ASSIGNMENT, NOTEBOOK, overrides)
+        if student == "erin":  # deletes a test cell: it is put back and graded
+            nb.cells = [c for c in nb.cells if grade_id(c) != "test_max_pool2d"]
+        course.submit(student, ASSIGNMENT, NOTEBOOK, nb)
     course.submit("grace", ASSIGNMENT, NOTEBOOK, '{"cells": [{"cell_type": "code", "source": "def corr1d(')
-    course.submit("hank", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, {"output_size": OFF_BY_ONE_SIZE}))
-    course.submit("ivy", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK,
-                                                      {"conv2d": ONE_SIDED_PADDING, "max_pool2d": STRIDE_ONE_POOL}))
 
     autograde = course.autograde(ASSIGNMENT, cell_timeout=CELL_TIMEOUT)
     feedback = course.feedback(ASSIGNMENT)
@@ -98,7 +331,18 @@ def graded(tmp_path_factory):
 
 
 def parts(scores, student):
+    assert scores[student]["graded"], f"{student}'s notebook was not graded"
     return {k: v for k, v in scores[student]["parts"].items() if k in POINTS}
+
+
+# ------------------------------------------------------------------ the table itself
+def test_the_table_is_big_enough_and_every_entry_is_planted_once():
+    assert len(MISTAKES) >= 10 and len(VARIANTS) >= 4 and len(REFERENCE_CALLS) >= 3
+    planted = [name for names in STUDENTS.values() for name in names]
+    assert sorted(planted) == sorted(TABLE)
+    for student, names in STUDENTS.items():
+        zeroed = [TABLE[name][2] for name in names if TABLE[name][2]]
+        assert len(zeroed) < len(POINTS) - 2, f"{student} leaves too few parts to show that nothing spills over"
 
 
 def test_point_table_matches_the_notebook(graded):
@@ -106,6 +350,7 @@ def test_point_table_matches_the_notebook(graded):
     assert graded_test_ids(course, ASSIGNMENT, NOTEBOOK) == list(POINTS)
 
 
+# --------------------------------------------------------------------------- scores
 def test_full_solution_gets_full_marks(graded):
     *_, scores = graded
     assert parts(scores, "alice") == POINTS
@@ -118,36 +363,40 @@ def test_untouched_release_gets_zero(graded):
     assert scores["bob"]["parts"]["written_flip"] == 0  # unchanged answer cell: no manual grading needed
 
 
-def test_wrong_answer_loses_only_its_part(graded):
+@pytest.mark.parametrize("student", sorted(STUDENTS))
+def test_each_planted_answer_costs_exactly_its_part(graded, student):
     *_, scores = graded
-    assert parts(scores, "carol") == dict(POINTS, test_corr1d=0)
+    assert parts(scores, student) == expected_parts(student), f"{student}: {', '.join(STUDENTS[student])}"
 
 
-def test_a_wrong_helper_is_not_counted_twice(graded):
-    *_, scores = graded
-    assert parts(scores, "hank") == dict(POINTS, test_output_size=0)
+@pytest.mark.parametrize("name", sorted(WARNED) + sorted(REFERENCE_CALLS))
+def test_the_student_is_told_why(graded, name):
+    course, *_ = graded
+    student = next(s for s, names in STUDENTS.items() if name in names)
+    table = {**WARNED, **REFERENCE_CALLS}
+    assert table[name][3] in cell_output(course, student, table[name][2])
 
 
-def test_classic_padding_and_pooling_mistakes_fail(graded):
-    *_, scores = graded
-    assert parts(scores, "ivy") == dict(POINTS, test_conv2d=0, test_max_pool2d=0)
+def test_a_flipped_kernel_is_named_by_the_visible_check(graded):
+    course, *_ = graded
+    assert "your code flips the kernel" in cell_output(course, "carol", "test_corr1d")
+    assert "your code flips the kernel" in cell_output(course, "dave", "test_corr2d")
 
 
+# -------------------------------------------------------------- nbgrader's mechanics
 def test_edited_test_cell_is_restored(graded):
-    *_, scores = graded
-    assert parts(scores, "dave") == dict(POINTS, test_conv2d=0)
+    course, *_ = graded
+    assert "conv2d(slide input, slide kernel)" in cell_output(course, "dave", "test_conv2d")
 
 
 def test_deleted_test_cell_is_restored_and_graded(graded):
     course, *_ = graded
     autograded = course.read("autograded", "erin", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
     assert "test_max_pool2d" in [grade_id(c) for c in autograded.cells]
-    assert parts(graded[3], "erin") == POINTS
 
 
 def test_endless_loop_times_out_on_its_own_part(graded):
     course, *_ = graded
-    assert parts(graded[3], "frank") == dict(POINTS, test_max_pool2d=0)
     autograded = course.read("autograded", "frank", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
     cell = next(c for c in autograded.cells if grade_id(c) == "test_max_pool2d")
     assert any(o.output_type == "error" for o in cell.outputs)
@@ -159,16 +408,16 @@ def test_invalid_json_fails_clearly_and_others_are_graded(graded):
     log = autograde.stdout + autograde.stderr
     assert re.search(r"ERROR.*grace", log), log[-3000:]
     assert "grace" not in scores or not scores["grace"]["graded"], "grace's broken file must not count as graded"
-    assert {s for s, v in scores.items() if v["graded"]} == {"alice", "bob", "carol", "dave", "erin", "frank", "hank", "ivy"}
+    assert {s for s, v in scores.items() if v["graded"]} == {"alice", "bob", *STUDENTS}
     assert (course.path("submitted", "grace", ASSIGNMENT, f"{NOTEBOOK}.ipynb")).read_text().startswith('{"cells"')
 
 
 def test_feedback_hides_hidden_tests_but_names_the_failure(graded):
     course, _, feedback, _ = graded
-    html = {s: course.path("feedback", s, ASSIGNMENT, f"{NOTEBOOK}.html") for s in ("alice", "carol", "frank")}
+    html = {s: course.path("feedback", s, ASSIGNMENT, f"{NOTEBOOK}.html") for s in ("alice", "carol", "frank", "kim")}
     for student, path in html.items():
         assert path.exists(), f"no feedback for {student}: {feedback.stdout[-2000:]}{feedback.stderr[-2000:]}"
-    # hidden test code uses private names (_g, _what, _neg, ...) that appear nowhere else
+    # hidden test code uses private names (_g, _what, _cases, ...) that appear nowhere else
     solution_source = course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
     hidden = "".join(c.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
                      for c in solution_source.cells if "### BEGIN HIDDEN TESTS" in c.source)
@@ -179,5 +428,68 @@ def test_feedback_hides_hidden_tests_but_names_the_failure(graded):
         assert "HIDDEN TESTS" not in text
         leaked = sorted(name for name in private_names if re.search(rf"\b{name}\b", text))
         assert not leaked, f"hidden test code leaks into {student}'s feedback: {leaked}"
-    carol = html["carol"].read_text()
-    assert "asymmetric kernel" in carol  # the failing hidden check's message reaches the student
+    assert "asymmetric kernel" in html["carol"].read_text()
+    assert "your code calls torch.nn.functional.max_pool2d" in html["kim"].read_text()
+
+
+# --------------------------------------------------- without nbgrader: rules and answer key
+SOURCE = REPO / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+
+
+def test_the_rules_name_exactly_what_the_hidden_tests_forbid():
+    nb = nbformat.read(SOURCE, as_version=4)
+    rules = " ".join(nb.cells[0].source.split("**Rules.**")[1].split("**Conventions.**")[0].split())
+    forbidden_text = rules.split("Do **not** call")[1]
+    named = set(re.findall(r"`([\w.]+)`", forbidden_text))
+    guarded = [set(re.findall(r'"([\w.]+)"', c.source.split("_references = (")[1].split(")")[0]))
+               for c in nb.cells if "references_forbidden(" in c.source]
+    assert len(guarded) == 5, "every autograded function runs under the guard"
+    for references in guarded:
+        assert references == named, f"rules and hidden tests disagree: {references ^ named}"
+    allowed = set(re.findall(r"`([\w.]+)`", rules.split("Do **not** call")[0]))
+    assert not allowed & named
+
+
+def run_key_cell(folder, source_nb):
+    """Execute the hidden answer-key cell of part 6 against `source_nb` saved in `folder`."""
+    import torch
+
+    from dlcourse.checks import check_close
+
+    nbformat.write(source_nb, folder / f"{NOTEBOOK}.ipynb")
+    cell = next(c for c in source_nb.cells if grade_id(c) == "test_written_key")
+    slide_k = torch.tensor([[1., 0, 1], [0, 1, 0], [1, 0, 1]])
+    namespace = {"torch": torch, "check_close": check_close, "slide_k": slide_k}
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        exec(compile(cell.source, "test_written_key", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+
+
+def test_the_answer_key_is_checked_against_the_computation(tmp_path, capsys):
+    run_key_cell(tmp_path, nbformat.read(SOURCE, as_version=4))
+    assert "cross-correlation gives [6.0, 3.0, 1.0] and convolution [6.0, 5.0, 3.0]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("old, new", [
+    ("gives `[6, 3, 1]`", "gives `[6, 5, 3]`"),          # the results swapped (the old key's error)
+    ("kernel `[3, 2, 1]`", "kernel `[1, 2, 3]`"),
+    ("* 1 point:", "* 1.5 points:"),                      # rubric no longer adds up to the cell's points
+])
+def test_an_answer_key_that_disagrees_with_the_computation_fails(tmp_path, old, new):
+    nb = nbformat.read(SOURCE, as_version=4)
+    cell = next(c for c in nb.cells if grade_id(c) == "written_flip")
+    assert old in cell.source
+    cell.source = cell.source.replace(old, new, 1)
+    with pytest.raises(AssertionError):
+        run_key_cell(tmp_path, nb)
+
+
+def test_the_key_check_skips_a_students_copy(tmp_path, capsys):
+    nb = nbformat.read(SOURCE, as_version=4)
+    next(c for c in nb.cells if grade_id(c) == "written_flip").source = "Both kernels are symmetric."
+    run_key_cell(tmp_path, nb)
+    assert capsys.readouterr().out == ""
+    assert json.loads((tmp_path / f"{NOTEBOOK}.ipynb").read_text())["cells"]
