@@ -1,33 +1,88 @@
 """End to end: release ps_backprop, grade real submissions with nbgrader, check scores.
 
-One course, nine students, one `nbgrader autograde` call. Each wrong answer is the model
-answer with one classic mistake planted (a string edit that must apply):
+One course, one `nbgrader autograde` call. Every gate has its own graded cell, so the
+table below can plant one mistake per part in the same student and still see which part
+each mistake costs. Besides the model answer (alice) and the untouched release (bob):
 
-    alice  the full solution                               -> full marks
-    bob    the untouched release                           -> 0
-    carol  mul overwrites .grad (=) instead of adding (+=) -> 0 on add/mul (its visible test passes)
-    dave   power's derivative forgets the "- 1"            -> 0 on power/exp only
-    erin   sigmoid's derivative is s instead of s (1 - s)  -> 0 on activations only
-    frank  backward as in micrograd: intermediate grads
-           are never reset, so a 2nd call over-counts     -> 0 on backward only
-    gina   numerical gradient is one-sided (f(x+e)-f(x))/e -> 0 on numerical only
-    hank   graph2 uses the slide's local derivatives
-           (e^x for the "*(-1)" and "+1" gates)            -> 0 on by-hand only
-    ivy    "XOR" with no hidden layer (one tanh neuron)    -> 0 on XOR only
+    carol  add overwrites .grad (=)        exp's derivative taken as a      tanh' = 1 - t
+           backward never resets           one-sided numerical difference
+    dave   mul overwrites .grad (=)        power forgets the "- 1"          sigmoid' = s
+           relu'(0) = 1                    graph2 with the slide's table    XOR with one neuron
+    erin   power, exp, tanh, sigmoid and relu overwrite .grad (=) (before the per-gate tests
+           with reused nodes, = in power/tanh/sigmoid/relu scored full marks)
+           backward in depth-first *pre*order (not a topological order)
+    kim    correct, written differently: one shared gate helper, sigmoid via tanh, an
+           iterative backward, numerical differences by comprehension, graph values from
+           the student's own engine, XOR with power(diff, 2) and another draw order
+    leo    correct, written differently: derivatives read from out.data inside _backward,
+           a recursive backward with a list of seen nodes, columns-first XOR weights
+    mia    calls the references: tanh through dlcourse.autograd.Value, sigmoid through
+           torch.autograd, relu through dlcourse.neurons.relu_grad, backward through
+           dlcourse.autograd.topological_order, numerical_gradient and train_xor through
+           dlcourse.autograd (MLP, train_mlp) -> 0 on exactly those parts
 
-Part 7 trains with the student's own gates, so a broken `add`/`mul` may also cost the
-XOR part (carol): that part is not asserted for her. Every other mistake lives in a gate
-XOR does not use (power, sigmoid) or in a code path it does not reach (a second backward()
-call on the same graph), so XOR must keep its points.
+Parts 4 (backward) and 7 (XOR) are graded with the reference gates swapped in, so a gate
+mistake never costs them (dave's broken mul and power leave XOR and backward intact).
 """
 import pytest
 
 from nbgrader_harness import grade_id, graded_test_ids, make_course, solved, strip_solution_markers
 
 ASSIGNMENT, NOTEBOOK = "ps_backprop", "backprop"
-POINTS = {"test_add_mul": 2, "test_pow_exp": 2, "test_activations": 2, "test_backward": 3,
-          "test_numerical": 2, "test_by_hand": 2, "test_xor": 2}
+POINTS = {"test_add": 1, "test_mul": 1, "test_power": 1, "test_exp": 1, "test_tanh": 1, "test_sigmoid": 1,
+          "test_relu": 1, "test_backward": 3, "test_numerical": 2, "test_by_hand": 2, "test_xor": 2}
 
+# ---------------------------------------------------------------- mistakes (string edits of the model answer)
+EDITS = {  # name -> (solution cell, [(old, new), ...]); every `old` must occur in the model answer
+    "add_overwrites_grad": ("add_mul", [("a.grad += out.grad\n        b.grad += out.grad",
+                                         "a.grad = out.grad\n        b.grad = out.grad")]),
+    "mul_overwrites_grad": ("add_mul", [("a.grad += b.data * out.grad", "a.grad = b.data * out.grad"),
+                                        ("b.grad += a.data * out.grad", "b.grad = a.data * out.grad")]),
+    "power_forgets_minus_one": ("pow_exp", [("k * a.data ** (k - 1)", "k * a.data ** k")]),
+    "exp_derivative_is_a": ("pow_exp", [("a.grad += out.data * out.grad", "a.grad += a.data * out.grad")]),
+    "tanh_not_squared": ("activations", [("(1 - t * t)", "(1 - t)")]),
+    "sigmoid_derivative_is_s": ("activations", [("s * (1 - s) * out.grad", "s * out.grad")]),
+    "relu_slope_1_at_0": ("activations", [("1.0 if a.data > 0 else 0.0", "1.0 if a.data >= 0 else 0.0")]),
+    "unary_gates_overwrite_grad": ("pow_exp+activations", [
+        ("a.grad += k * a.data ** (k - 1) * out.grad", "a.grad = k * a.data ** (k - 1) * out.grad"),
+        ("a.grad += out.data * out.grad", "a.grad = out.data * out.grad"),
+        ("a.grad += (1 - t * t) * out.grad", "a.grad = (1 - t * t) * out.grad"),
+        ("a.grad += s * (1 - s) * out.grad", "a.grad = s * (1 - s) * out.grad"),
+        ("a.grad += (1.0 if a.data > 0 else 0.0) * out.grad", "a.grad = (1.0 if a.data > 0 else 0.0) * out.grad")]),
+    # micrograd's backward: intermediate gradients are never reset, so a second call over-counts
+    "backward_never_resets": ("backward", [("        if node._prev:\n            node.grad = 0.0\n    root.grad += 1.0",
+                                            "        pass\n    root.grad = 1.0")]),
+    "numerical_one_sided": ("numerical", [("grads.append((f(*up) - f(*down)) / (2 * eps))",
+                                           "grads.append((f(*up) - f(*xs)) / eps)")]),
+}
+# the slide's table: d(a*x)/dx = e^x and d(c+x)/dx = e^x; every other gate as it should be
+SLIDE_TABLE_GRAPH2 = """
+graph1 = {"q": 3.0, "f": -12.0, "df_dq": -4.0, "df_dx": -4.0, "df_dy": -4.0, "df_dz": 3.0}
+d = 2.0 * -1.0 + -3.0 * -2.0 + -3.0
+e = -d
+g = math.exp(e)
+h = 1.0 + g
+df_dd = math.exp(d) * math.exp(e) * math.exp(g) * (-1.0 / h ** 2)
+graph2 = {"f": 1.0 / h, "df_dw0": -1.0 * df_dd, "df_dx0": 2.0 * df_dd, "df_dw1": -2.0 * df_dd,
+          "df_dx1": -3.0 * df_dd, "df_dw2": df_dd}
+"""
+PREORDER_BACKWARD = """
+def backward(root):
+    order, seen, stack = [], set(), [root]
+    while stack:  # depth-first, but each node is listed BEFORE its inputs' other users are done
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        stack.extend(node._prev)
+    for node in order:
+        if node._prev:
+            node.grad = 0.0
+    root.grad += 1.0
+    for node in order:
+        node._backward()
+"""
 ONE_NEURON_XOR = """
 XOR_POINTS = [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
 XOR_TARGETS = [-1.0, 1.0, 1.0, -1.0]
@@ -53,45 +108,340 @@ def train_xor(seed, steps=300, lr=0.05):
             p.data -= lr * p.grad
     return lambda x1, x2: forward(x1, x2).data
 """
-# the slide's table: d(a*x)/dx = e^x and d(c+x)/dx = e^x; every other gate as it should be
-SLIDE_TABLE_GRAPH2 = """
-graph1 = {"q": 3.0, "f": -12.0, "df_dq": -4.0, "df_dx": -4.0, "df_dy": -4.0, "df_dz": 3.0}
-d = 2.0 * -1.0 + -3.0 * -2.0 + -3.0
-e = -d
-g = math.exp(e)
-h = 1.0 + g
-df_dd = math.exp(d) * math.exp(e) * math.exp(g) * (-1.0 / h ** 2)
-graph2 = {"f": 1.0 / h, "df_dw0": -1.0 * df_dd, "df_dx0": 2.0 * df_dd, "df_dw1": -2.0 * df_dd,
-          "df_dx1": -3.0 * df_dd, "df_dw2": df_dd}
-"""
+WHOLE = {"graph2_slide_table": ("by_hand", SLIDE_TABLE_GRAPH2), "backward_preorder": ("backward", PREORDER_BACKWARD),
+         "xor_one_neuron": ("xor", ONE_NEURON_XOR)}
+MISTAKES = {  # student -> (mistakes, the parts that must score 0)
+    "carol": (["add_overwrites_grad", "exp_derivative_is_a", "tanh_not_squared", "backward_never_resets",
+               "numerical_one_sided"],
+              ["test_add", "test_exp", "test_tanh", "test_backward", "test_numerical"]),
+    "dave": (["mul_overwrites_grad", "power_forgets_minus_one", "sigmoid_derivative_is_s", "relu_slope_1_at_0",
+              "graph2_slide_table", "xor_one_neuron"],
+             ["test_mul", "test_power", "test_sigmoid", "test_relu", "test_by_hand", "test_xor"]),
+    "erin": (["unary_gates_overwrite_grad", "backward_preorder"],
+             ["test_power", "test_exp", "test_tanh", "test_sigmoid", "test_relu", "test_backward"]),
+}
+
+# ------------------------------------------------------------------- correct answers written differently
+KIM = {
+    "add_mul": """
+def gate(value, inputs, local_grads, op):
+    out = Node(value, inputs, op)
+
+    def _backward():
+        for node, local in zip(inputs, local_grads):
+            node.grad = node.grad + local * out.grad
+
+    out._backward = _backward
+    return out
 
 
-def planted(course, gid: str, old: str, new: str) -> str:
-    """The model answer of cell `gid` with `old` replaced by `new` (which must occur)."""
-    source = course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    answer = next(strip_solution_markers(c.source) for c in source.cells if grade_id(c) == gid)
-    assert old in answer, f"cannot plant the mistake: {old!r} is not in the model answer of {gid}"
-    return answer.replace(old, new)
+def add(a, b):
+    a, b = as_node(a), as_node(b)
+    return gate(a.data + b.data, (a, b), (1.0, 1.0), "+")
+
+
+def mul(a, b):
+    a, b = as_node(a), as_node(b)
+    return gate(a.data * b.data, (a, b), (b.data, a.data), "*")
+""",
+    "pow_exp": """
+def power(a, k):
+    a = as_node(a)
+    return gate(a.data ** k, (a,), (k * a.data ** (k - 1),), "pow")
+
+
+def exp(a):
+    a = as_node(a)
+    e = math.exp(a.data)
+    return gate(e, (a,), (e,), "exp")
+""",
+    "activations": """
+def tanh(a):
+    a = as_node(a)
+    t = math.tanh(a.data)
+    return gate(t, (a,), (1 - t ** 2,), "tanh")
+
+
+def sigmoid(a):
+    a = as_node(a)
+    s = 0.5 * (1 + math.tanh(a.data / 2))  # the same function, no overflow anywhere
+    return gate(s, (a,), (s - s * s,), "sigmoid")
+
+
+def relu(a):
+    a = as_node(a)
+    return gate(a.data if a.data > 0 else 0.0, (a,), (float(a.data > 0),), "relu")
+""",
+    "backward": """
+def backward(root):
+    order, done, stack = [], set(), [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+        elif id(node) not in done:
+            done.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in node._prev if id(p) not in done)
+    for node in order:
+        if node._prev:
+            node.grad = 0.0
+    root.grad = root.grad + 1.0
+    for node in order[::-1]:
+        node._backward()
+""",
+    "numerical": """
+def numerical_gradient(f, inputs, eps=1e-6):
+    xs = list(map(float, inputs))
+    shifted = lambda i, h: [x + h if j == i else x for j, x in enumerate(xs)]
+    return [(f(*shifted(i, eps)) - f(*shifted(i, -eps))) / (2 * eps) for i in range(len(xs))]
+""",
+    "by_hand": """
+x, y, z = Node(-2.0), Node(5.0), Node(-4.0)
+q = add(x, y)
+f = mul(q, z)
+backward(f)
+graph1 = {"q": q.data, "f": f.data, "df_dq": q.grad, "df_dx": x.grad, "df_dy": y.grad, "df_dz": z.grad}
+w0, x0, w1, x1, w2 = Node(2.0), Node(-1.0), Node(-3.0), Node(-2.0), Node(-3.0)
+out = sigmoid(add(add(mul(w0, x0), mul(w1, x1)), w2))
+backward(out)
+graph2 = {"f": out.data, "df_dw0": w0.grad, "df_dx0": x0.grad, "df_dw1": w1.grad, "df_dx1": x1.grad, "df_dw2": w2.grad}
+""",
+    "xor": """
+def train_xor(seed):
+    rng = random.Random(seed)
+    w_out = [Node(rng.uniform(-1, 1)) for _ in range(4)]  # output weights drawn first
+    w_in = [(Node(rng.uniform(-1, 1)), Node(rng.uniform(-1, 1))) for _ in range(4)]
+    b_in, b_out = [Node(0.0) for _ in range(4)], Node(0.0)
+    params = w_out + [w for pair in w_in for w in pair] + b_in + [b_out]
+
+    def net(x1, x2):
+        z = b_out
+        for (u, v), b, w in zip(w_in, b_in, w_out):
+            z = add(z, mul(w, tanh(add(add(mul(u, x1), mul(v, x2)), b))))
+        return tanh(z)
+
+    data = [((0.0, 0.0), -1.0), ((0.0, 1.0), 1.0), ((1.0, 0.0), 1.0), ((1.0, 1.0), -1.0)]
+    for step in range(300):
+        loss = power(add(net(*data[0][0]), -data[0][1]), 2)
+        for xs, t in data[1:]:
+            loss = add(loss, power(add(net(*xs), -t), 2))
+        for p in params:
+            p.grad = 0.0
+        backward(loss)
+        for p in params:
+            p.data = p.data - 0.05 * p.grad
+    return lambda x1, x2: net(x1, x2).data
+""",
+}
+LEO = {
+    "activations": """
+def tanh(a):
+    a = as_node(a)
+    out = Node(math.tanh(a.data), (a,), "tanh")
+
+    def _backward():
+        a.grad += (1 - out.data ** 2) * out.grad  # read at backward time
+
+    out._backward = _backward
+    return out
+
+
+def sigmoid(a):
+    a = as_node(a)
+    if a.data >= 0:
+        value = 1 / (1 + math.exp(-a.data))
+    else:
+        value = math.exp(a.data) / (1 + math.exp(a.data))
+    out = Node(value, (a,), "sigmoid")
+
+    def _backward():
+        a.grad += out.data * (1 - out.data) * out.grad
+
+    out._backward = _backward
+    return out
+
+
+def relu(a):
+    a = as_node(a)
+    out = Node(a.data if a.data > 0 else 0.0, (a,), "relu")
+
+    def _backward():
+        if a.data > 0:
+            a.grad += out.grad
+
+    out._backward = _backward
+    return out
+""",
+    "backward": """
+def backward(root):
+    order, seen = [], []
+
+    def visit(node):
+        if any(node is s for s in seen):
+            return
+        seen.append(node)
+        for parent in node._prev:
+            visit(parent)
+        order.append(node)
+
+    visit(root)
+    for node in order:
+        if len(node._prev) > 0:
+            node.grad = 0.0
+    root.grad += 1.0
+    for node in reversed(order):
+        node._backward()
+""",
+    "xor": """
+def train_xor(seed, hidden=4, steps=300, lr=0.05):
+    rng = random.Random(seed)
+    cols = [[Node(rng.uniform(-1, 1)) for _ in range(hidden)] for _ in range(2)]  # columns first
+    w_hidden = [(cols[0][j], cols[1][j]) for j in range(hidden)]
+    w_out = [Node(rng.uniform(-1, 1)) for _ in range(hidden)]
+    biases = [Node(0.0) for _ in range(hidden + 1)]
+    params = cols[0] + cols[1] + w_out + biases
+
+    def forward(x1, x2):
+        hidden_out = [tanh(add(add(mul(u, x1), mul(v, x2)), b)) for (u, v), b in zip(w_hidden, biases)]
+        total = biases[-1]
+        for w, h in zip(w_out, hidden_out):
+            total = add(total, mul(w, h))
+        return tanh(total)
+
+    for _ in range(steps):
+        loss = 0.0
+        for (x1, x2), t in zip(XOR_POINTS, XOR_TARGETS):
+            err = add(forward(x1, x2), -t)
+            loss = add(mul(err, err), loss)
+        for p in params:
+            p.grad = 0.0
+        backward(loss)
+        for p in params:
+            p.data -= lr * p.grad
+    return lambda x1, x2: forward(x1, x2).data
+
+
+XOR_POINTS = [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
+XOR_TARGETS = [-1.0, 1.0, 1.0, -1.0]
+""",
+}
+
+# ------------------------------------------------------------------------- answers that call the reference
+MIA = {
+    "activations": """
+from dlcourse.autograd import Value
+from dlcourse.neurons import relu_grad
+
+
+def tanh(a):
+    a = as_node(a)
+    v = Value(a.data)
+    t = v.tanh()
+    t.backward()  # the course's engine finds the local derivative
+    out = Node(t.data, (a,), "tanh")
+
+    def _backward():
+        a.grad += v.grad * out.grad
+
+    out._backward = _backward
+    return out
+
+
+def sigmoid(a):
+    a = as_node(a)
+    ta = torch.tensor(a.data, dtype=torch.float64, requires_grad=True)
+    s = torch.sigmoid(ta)
+    s.backward()  # torch.autograd finds the local derivative
+    out = Node(s.item(), (a,), "sigmoid")
+
+    def _backward():
+        a.grad += ta.grad.item() * out.grad
+
+    out._backward = _backward
+    return out
+
+
+def relu(a):
+    a = as_node(a)
+    out = Node(max(0.0, a.data), (a,), "relu")
+
+    def _backward():
+        a.grad += float(relu_grad(a.data)) * out.grad
+
+    out._backward = _backward
+    return out
+""",
+    "backward": """
+from dlcourse.autograd import topological_order
+
+
+def backward(root):
+    order = topological_order(root)
+    for node in order:
+        if node._prev:
+            node.grad = 0.0
+    root.grad += 1.0
+    for node in reversed(order):
+        node._backward()
+""",
+    "numerical": """
+import dlcourse.autograd
+
+
+def numerical_gradient(f, inputs, eps=1e-6):
+    return dlcourse.autograd.numerical_gradient(lambda *v: f(*[x.data for x in v]), inputs, eps)
+""",
+    "xor": """
+from dlcourse.autograd import MLP, train_mlp
+
+
+def train_xor(seed):
+    model = MLP([2, 4, 1], seed=seed)
+    train_mlp(model, [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], [-1.0, 1.0, 1.0, -1.0], steps=300, lr=0.05)
+    return lambda x1, x2: model([x1, x2]).data
+""",
+}
+MIA_ZEROED = ["test_tanh", "test_sigmoid", "test_relu", "test_backward", "test_numerical", "test_xor"]
+VARIANTS = {"kim": KIM, "leo": LEO}
+
+
+def model_answers(source_nb) -> dict:
+    return {grade_id(c): strip_solution_markers(c.source) for c in source_nb.cells
+            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+
+
+def overrides_for(mistakes, answers) -> dict:
+    """{solution cell: source} with every mistake planted (edits must apply; one whole-cell answer per cell)."""
+    cells = {}
+    for name in mistakes:
+        if name in WHOLE:
+            gid, source = WHOLE[name]
+            assert gid not in cells, f"{name}: cell {gid} already changed"
+            cells[gid] = source
+            continue
+        gids, edits = EDITS[name]
+        for old, new in edits:
+            for gid in gids.split("+"):
+                current = cells.get(gid, answers[gid])
+                if old in current:
+                    cells[gid] = current.replace(old, new)
+                    break
+            else:
+                raise AssertionError(f"cannot plant {name}: {old!r} is not in the model answer of {gids}")
+    return cells
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    mistakes = {
-        "carol": {"add_mul": planted(course, "add_mul", "a.grad += b.data * out.grad", "a.grad = b.data * out.grad")},
-        "dave": {"pow_exp": planted(course, "pow_exp", "k * a.data ** (k - 1)", "k * a.data ** k")},
-        "erin": {"activations": planted(course, "activations", "a.grad += s * (1 - s) * out.grad", "a.grad += s * out.grad")},
-        "frank": {"backward": planted(course, "backward", "        if node._prev:\n            node.grad = 0.0\n    root.grad += 1.0",
-                                      "        pass\n    root.grad = 1.0")},
-        "gina": {"numerical": planted(course, "numerical", "grads.append((f(*up) - f(*down)) / (2 * eps))",
-                                      "grads.append((f(*up) - f(*xs)) / eps)")},
-        "hank": {"by_hand": SLIDE_TABLE_GRAPH2},
-        "ivy": {"xor": ONE_NEURON_XOR},
-    }
+    answers = model_answers(course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
     course.submit("alice", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK))
     course.submit("bob", ASSIGNMENT, NOTEBOOK, course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
-    for student, overrides in mistakes.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, overrides))
+    for student, (mistakes, _) in MISTAKES.items():
+        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, overrides_for(mistakes, answers)))
+    for student, cells in {**VARIANTS, "mia": MIA}.items():
+        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, cells))
     autograde = course.autograde(ASSIGNMENT, cell_timeout=60)
     return course, autograde, course.scores(ASSIGNMENT, NOTEBOOK)
 
@@ -101,10 +451,24 @@ def parts(scores, student):
     return {k: v for k, v in scores[student]["parts"].items() if k in POINTS}
 
 
+def cell_output(course, student, part):
+    nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+    cell = next(c for c in nb.cells if grade_id(c) == part)
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    errors = [o for o in cell.outputs if o.output_type == "error"]
+    return text, errors
+
+
 def test_point_table_matches_the_notebook(graded):
     course, *_ = graded
     assert graded_test_ids(course, ASSIGNMENT, NOTEBOOK) == list(POINTS)
-    assert len(POINTS) >= 6
+
+
+def test_table_sizes():
+    planted = [m for mistakes, _ in MISTAKES.values() for m in mistakes]
+    assert sorted(planted) == sorted([*EDITS, *WHOLE]), "every mistake is planted exactly once"
+    assert len(planted) >= 10
+    assert sum(len(cells) for cells in VARIANTS.values()) >= 4, "at least 4 correct answers written differently"
 
 
 def test_full_solution_gets_full_marks(graded):
@@ -117,30 +481,48 @@ def test_untouched_release_gets_zero(graded):
     assert parts(scores, "bob") == dict.fromkeys(POINTS, 0)
 
 
-def test_overwriting_grad_fails_add_mul_only_among_the_independent_parts(graded):
+@pytest.mark.parametrize("student", sorted(MISTAKES))
+def test_each_mistake_costs_exactly_its_part(graded, student):
     *_, scores = graded
-    got = parts(scores, "carol")
-    assert got["test_add_mul"] == 0
-    assert {k: v for k, v in got.items() if k not in ("test_add_mul", "test_xor")} == \
-        {k: v for k, v in POINTS.items() if k not in ("test_add_mul", "test_xor")}
+    mistakes, zeroed = MISTAKES[student]
+    expected = {part: 0 if part in zeroed else pts for part, pts in POINTS.items()}
+    assert parts(scores, student) == expected, f"{student} ({', '.join(mistakes)})"
 
 
-@pytest.mark.parametrize("student,part", [("dave", "test_pow_exp"), ("erin", "test_activations"),
-                                          ("frank", "test_backward"), ("gina", "test_numerical"),
-                                          ("hank", "test_by_hand"), ("ivy", "test_xor")])
-def test_each_mistake_loses_exactly_its_part(graded, student, part):
+def test_overwriting_grad_in_one_unary_gate_costs_that_gate(graded):
+    """The issue's case: `=` instead of `+=` in power, tanh, sigmoid or relu used to score full marks."""
     *_, scores = graded
-    assert parts(scores, student) == dict(POINTS, **{part: 0})
+    got = parts(scores, "erin")
+    assert all(got[p] == 0 for p in ("test_power", "test_tanh", "test_sigmoid", "test_relu"))
+    assert sum(got.values()) == sum(POINTS.values()) - 8
 
 
-def test_planted_mistakes_pass_the_visible_checks(graded):
-    """The hidden tests are the real grade: these mistakes slip past the visible checks."""
+@pytest.mark.parametrize("student", sorted(VARIANTS))
+def test_correct_variants_keep_full_marks(graded, student):
+    *_, scores = graded
+    assert parts(scores, student) == POINTS, f"{student}: {', '.join(VARIANTS[student])} written differently"
+
+
+def test_calling_the_reference_scores_zero_on_that_part_with_a_reason(graded):
+    course, _, scores = graded
+    assert parts(scores, "mia") == {p: 0 if p in MIA_ZEROED else pts for p, pts in POINTS.items()}
+    for part in MIA_ZEROED:
+        text, errors = cell_output(course, "mia", part)
+        assert "visible check" in text, f"{part}: the visible checks cannot see the reference call"
+        assert errors and errors[0].ename == "ReferenceUsedError", f"{part}: {errors}"
+        assert "reference implementation" in errors[0].evalue and "scores 0" in errors[0].evalue
+
+
+def test_relu_slip_costs_one_point_not_three(graded):
+    *_, scores = graded
+    got = parts(scores, "dave")
+    assert got["test_relu"] == 0 and got["test_tanh"] == POINTS["test_tanh"]
+
+
+def test_hidden_failures_explain_themselves(graded):
+    """A planted mistake that the visible checks miss fails a hidden test with a message."""
     course, *_ = graded
-    for student, part in [("carol", "test_add_mul"), ("gina", "test_numerical"),
-                          ("hank", "test_by_hand")]:
-        nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-        cell = next(c for c in nb.cells if grade_id(c) == part)
-        text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-        assert "visible checks passed" in text, f"{student}: {cell.outputs}"
-        error = next(o for o in cell.outputs if o.output_type == "error")
-        assert error.ename == "AssertionError" and error.evalue, f"{student}: a hidden test must explain the failure"
+    for student, part in [("dave", "test_relu"), ("carol", "test_numerical"), ("dave", "test_by_hand")]:
+        text, errors = cell_output(course, student, part)
+        assert "visible checks passed" in text, f"{student} {part}: {text!r}"
+        assert errors and errors[0].ename == "AssertionError" and errors[0].evalue
