@@ -219,3 +219,25 @@ def test_clear_errors_on_bad_input():
         rnn.lstm(torch.zeros(5, 4, 3).double(), h[:2], h, *w)
     with pytest.raises(ValueError, match="kind"):
         rnn.num_parameters("transformer", 3, 2)
+
+
+def test_state_gradient_norms_linear_recurrence_and_jacobian_product():
+    # h_t = a * h_{t-1} + x_t: dL/dh_t = a^(T - t) * ones, so the norms are a^(T - t) * sqrt(N * S).
+    xs, h0 = randn(5, 2, 3), randn(2, 3, seed=2)
+    norms = rnn.state_gradient_norms(lambda x_t, h: 0.7 * h + x_t, xs, h0)
+    expected = torch.tensor([0.7 ** (5 - t) * 6 ** 0.5 for t in range(6)], dtype=torch.float64)
+    assert_matches_torch(norms, expected)
+    assert not h0.requires_grad
+    # a tanh RNN: the gradient at h_0 is the product of the step Jacobians, built by hand
+    cell = torch_module(nn.RNNCell, 3, 3, True, "cpu")
+    w = weights(cell)
+    step = lambda x_t, h: rnn.rnn_cell(x_t, h, *w)
+    xs1, h = randn(4, 1, 3), randn(1, 3, seed=5)
+    grad = torch.ones(3, dtype=torch.float64)
+    states = [h[0]]
+    with torch.no_grad():
+        for x_t in xs1:
+            states.append(step(x_t[0], states[-1]))
+        for t in range(4, 0, -1):   # dh_t/dh_{t-1} = diag(1 - h_t^2) W_hh
+            grad = (torch.diag(1 - states[t] ** 2) @ w[1]).T @ grad
+    assert abs(rnn.state_gradient_norms(step, xs1, h)[0].item() - grad.norm().item()) < 1e-12

@@ -227,3 +227,20 @@ def num_parameters(kind: str, input_size: int, hidden_size: int, bias: bool = Tr
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     h, d = hidden_size, input_size
     return _GATES[kind] * (h * d + h * h + (2 * h if bias else 0))
+
+
+def state_gradient_norms(step, xs, h0) -> torch.Tensor:
+    """Backpropagation through time, measured: ||dL/dh_t|| for t = 0..T with L = sum(h_T).
+
+    step: (x_t, h) -> next state; xs: (T, N, D); h0: (N, S) (not modified).
+    h_t = step(xs[t-1], h_{t-1}); autograd's chain rule through every later step gives
+    dL/dh_t = (dh_{t+1}/dh_t)^T ... (dh_T/dh_{T-1})^T 1. Returns (T + 1,) norms; entry T is
+    sqrt(N * S) and entry 0 belongs to h0. Lecture 07, "Vanishing and exploding gradients".
+    """
+    _check_tensor(xs, "xs")
+    _check_tensor(h0, "h0")
+    states = [h0.detach().requires_grad_()]
+    for x_t in xs:
+        states.append(step(x_t, states[-1]))
+    grads = torch.autograd.grad(states[-1].sum(), states)
+    return torch.stack([g.norm() for g in grads]).detach()
