@@ -126,7 +126,7 @@ def test_unsandboxed_grades_and_says_so(tmp_path):
     assert "WITHOUT a sandbox" in proc.stderr and "(unsandboxed)" in proc.stdout, (proc.stdout, proc.stderr[-500:])
     row = read_csv(course)["ann"]
     assert (row["status"], row["score"]) == ("graded", str(FULL)), row
-    assert html.escape(UNSANDBOXED) in course.path("grades", ASSIGNMENT, "report.html").read_text()
+    assert UNSANDBOXED in html.unescape(course.path("grades", ASSIGNMENT, "report.html").read_text())
     if os.geteuid() == 0 and kernel_reachable():
         assert kernel_uid(course, "ann") != 0, "without the sandbox the kernel still drops root"
 
@@ -238,3 +238,42 @@ def test_concurrent_batches_never_share_a_kernel_uid():
     for fd in second_locks + again_locks:
         os.close(fd)
     assert again == first, "uids are free again once their batch has ended"
+
+
+def test_report_leaves_the_callers_matplotlib_backend_alone_and_escapes_names(tmp_path):
+    import matplotlib
+    before = matplotlib.get_backend()
+    rows = [dict(row("<script>a</script>", 2), flags=["builtins"]),
+            {"student": "e", "status": "failed", "reason": "<b>bad</b> & worse", "flags": []}]
+    write_outputs(tmp_path, ASSIGNMENT, rows, MAXIMA)
+    assert matplotlib.get_backend() == before, "the report must not switch the backend of a notebook that imported it"
+    page = (tmp_path / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;bad&lt;/b&gt; &amp; worse" in page
+
+
+def test_cli_defaults_come_from_the_settings(monkeypatch):
+    from dlcourse.grading.batch import Settings
+    from dlcourse.grading.sandbox import Limits
+    args = cli.build_parser().parse_args(["--assignment", "a", "--submissions", "s"])
+    assert (args.workers, args.budget) == (Settings().workers, Settings().budget)
+    assert (args.cpu_seconds, args.memory_mb, args.processes, args.total_memory_mb, args.scratch_mb) == \
+        (Limits().cpu_seconds, Limits().memory_mb, Limits().processes, Limits().total_memory_mb, Limits().scratch_mb)
+    monkeypatch.setenv("DLCOURSE_CELL_TIMEOUT", "77")
+    assert Settings().cell_timeout == 77, "dlcourse-grade must honour DLCOURSE_CELL_TIMEOUT like nbgrader_config.py"
+
+
+def test_cli_explains_a_bad_due_date(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(["--assignment", "a", "--submissions", "s", "--duedate", "next friday"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "due date must look like 2025-03-01 17:00, got 'next friday'" in err, err
+
+
+def test_autograde_keeps_nbgraders_preprocessors_with_execute_swapped():
+    from nbgrader.converters import Autograde
+    from dlcourse.grading.batch import autograde_preprocessors
+    from dlcourse.grading.sandbox import SandboxedExecute
+    default = Autograde.class_traits()["autograde_preprocessors"].default()
+    got = autograde_preprocessors(SandboxedExecute)
+    assert len(got) == len(default) and got[0] is SandboxedExecute
+    assert [p for p in got if p is not SandboxedExecute] == default[1:]

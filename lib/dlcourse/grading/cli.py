@@ -15,17 +15,36 @@ from dlcourse.grading.report import UNSANDBOXED
 from dlcourse.grading.sandbox import Limits, SandboxUnavailable
 
 
+def _due_date(text: str) -> str:
+    try:
+        return parse_time(text)
+    except ValueError as e:  # argparse shows this message instead of "invalid parse_time value"
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every default comes from Settings and Limits (shown in --help), never repeated here."""
+    s, lim = Settings(), Limits()
     p = argparse.ArgumentParser(prog="dlcourse-grade", description=__doc__.splitlines()[0])
     p.add_argument("--assignment", required=True, help="e.g. ps_convolution (its source is solutions/<name>/)")
     p.add_argument("--submissions", required=True, help="zip or folder of <student>/<notebook>.ipynb")
     p.add_argument("--course-dir", default=".", help="course root holding nbgrader_config.py (default: .)")
-    p.add_argument("--workers", type=int, default=2, help="parallel grading workers (default 2)")
-    p.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
-    p.add_argument("--budget", type=int, default=1800, help="seconds one whole submission may take (default 1800)")
-    p.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per kernel process")
-    p.add_argument("--processes", type=int, default=64, help="process limit for each kernel's user")
-    p.add_argument("--duedate", type=parse_time, help="due date, e.g. '2025-03-01 17:00' (UTC)")
+    p.add_argument("--workers", type=int, default=s.workers, help=f"parallel grading workers (default {s.workers})")
+    p.add_argument("--cell-timeout", type=int, default=None,
+                   help=f"seconds one cell may run (default: $DLCOURSE_CELL_TIMEOUT, else 300; now {s.cell_timeout})")
+    p.add_argument("--budget", type=int, default=s.budget,
+                   help=f"seconds one whole submission may take (default {s.budget})")
+    p.add_argument("--cpu-seconds", type=int, default=lim.cpu_seconds,
+                   help=f"CPU seconds of each kernel process (default {lim.cpu_seconds})")
+    p.add_argument("--memory-mb", type=int, default=lim.memory_mb,
+                   help=f"address-space limit of each kernel process (default {lim.memory_mb})")
+    p.add_argument("--total-memory-mb", type=int, default=lim.total_memory_mb,
+                   help=f"memory of all of a kernel's processes together, a memory cgroup (default {lim.total_memory_mb})")
+    p.add_argument("--scratch-mb", type=int, default=lim.scratch_mb,
+                   help=f"size of the tmpfs a kernel may write to (default {lim.scratch_mb})")
+    p.add_argument("--processes", type=int, default=lim.processes,
+                   help=f"process limit for each kernel's user (default {lim.processes})")
+    p.add_argument("--duedate", type=_due_date, help="due date, e.g. '2025-03-01 17:00' (UTC)")
     p.add_argument("--db-url", help="gradebook URL (default: nbgrader_config.py's)")
     p.add_argument("--output", help="folder for grades.csv and the report (default grades/<assignment>)")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
@@ -41,11 +60,13 @@ def main(argv=None) -> int:
     if not (root / "nbgrader_config.py").exists():
         print(f"error: {root} has no nbgrader_config.py; run in the course root or pass --course-dir", file=sys.stderr)
         return 2
-    settings = Settings(cell_timeout=args.cell_timeout, budget=args.budget, workers=args.workers,
+    settings = Settings(budget=args.budget, workers=args.workers,
                         sandbox=not args.unsandboxed, db_url=args.db_url, duedate=args.duedate,
                         feedback=not args.no_feedback, output=Path(args.output).resolve() if args.output else None,
-                        limits=Limits(memory_mb=args.memory_mb, processes=args.processes,
-                                      cpu_seconds=args.budget))
+                        limits=Limits(memory_mb=args.memory_mb, processes=args.processes, cpu_seconds=args.cpu_seconds,
+                                      total_memory_mb=args.total_memory_mb, scratch_mb=args.scratch_mb))
+    if args.cell_timeout is not None:
+        settings.cell_timeout = args.cell_timeout
     if args.unsandboxed:
         print(f"warning: {UNSANDBOXED} (--unsandboxed)", file=sys.stderr)
     try:

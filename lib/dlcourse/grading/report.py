@@ -11,7 +11,6 @@ percentage (score over the points graded so far) until someone grades it in form
 """
 import base64
 import csv
-import html
 import io
 from pathlib import Path
 
@@ -48,24 +47,41 @@ def percent(row: dict, maxima: dict) -> float | None:
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
+
+
+def _figure():
+    """A figure drawn with matplotlib's object API: no pyplot, so the caller's backend is left alone."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(5, 3))
+    return fig, fig.add_subplot()
 
 
 UNSANDBOXED = "graded WITHOUT a sandbox: student code ran with the grader's file access"
 
+PAGE = """<html><head><meta charset="utf-8"><title>{{ assignment }} report</title></head><body>
+<h1>{{ assignment }}</h1>
+<p>{% for status, n in counts.items() %}{{ n }} {{ status }}{{ ", " if not loop.last }}{% endfor %}</p>
+{% if not sandboxed %}<p><strong>Warning: {{ unsandboxed }}.</strong></p>{% endif %}
+{% for png in images %}<img src="data:image/png;base64,{{ png }}">
+{% endfor %}
+{% macro table(cols, items) %}<table><tr>{% for c in cols %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for item in items %}<tr>{% for v in item %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endmacro %}
+<h2>Fraction failing each test</h2>
+{{ table(["part", "fraction failing", "students scored", "manual grading"], parts) }}
+<h2>Failed submissions</h2>
+{{ table(["student", "reason"], failed) }}
+<h2>Flagged for review</h2>
+{{ table(["student", "flags"], flagged) }}
+</body></html>
+"""
 
-def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sandboxed: bool = True) -> None:
-    import matplotlib
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
 
-    out = Path(out)
-    parts = list(maxima)
-    with open(out / "grades.csv", "w", newline="") as f:
+def write_csv(path: Path, rows: list[dict], parts: list[str]) -> None:
+    with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["student", "status", "score", "max_score", *parts, "awaiting_manual_grading", "reason", "flags"])
         for r in rows:
@@ -77,8 +93,16 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
                         *[(AWAITING if p in pending else f"{r['parts'].get(p, 0):g}") if graded else "" for p in parts],
                         " ".join(pending), reason, "; ".join(r.get("flags", []))])
 
+
+def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sandboxed: bool = True) -> None:
+    """grades.csv, histogram.png, failing_tests.png and report.html in `out`."""
+    import jinja2
+
+    out = Path(out)
+    write_csv(out / "grades.csv", rows, list(maxima))
+
     scores = [pc for pc in (percent(r, maxima) for r in rows if is_graded(r)) if pc is not None]
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _figure()
     ax.hist(scores, bins=10, range=(0, 100), color="tab:blue")
     ax.set(xlabel="score (% of the points graded so far)", ylabel="students", title=f"{assignment}: grades")
     fig.tight_layout()
@@ -87,7 +111,7 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
 
     fractions = failing_fractions(rows, maxima)
     awaiting = awaiting_counts(rows, maxima)
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _figure()
     ax.barh(list(fractions), list(fractions.values()), color="tab:red")
     ax.set(xlim=(0, 1), xlabel="fraction of graded students failing", title=f"{assignment}: tests")
     fig.tight_layout()
@@ -96,29 +120,12 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
 
     counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "late", "failed")}
     n_graded = counts["graded"] + counts["late"]
-    flagged = [r for r in rows if r.get("flags")]
-    failed = [r for r in rows if r["status"] == "failed"]
-
-    def img(data):
-        return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-    def table(items, cols):
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in item) + "</tr>" for item in items)
-        return f"<table><tr>{head}</tr>{body}</table>"
-
-    page = [f"<html><head><meta charset='utf-8'><title>{html.escape(assignment)} report</title></head><body>",
-            f"<h1>{html.escape(assignment)}</h1>",
-            "<p>" + ", ".join(f"{n} {s}" for s, n in counts.items()) + "</p>",
-            "" if sandboxed else f"<p><strong>Warning: {html.escape(UNSANDBOXED)}.</strong></p>",
-            img(hist), img(fails),
-            "<h2>Fraction failing each test</h2>",
-            table([(p, f"{fractions[p]:.2f}" if p in fractions else "", n_graded - awaiting.get(p, 0),
-                    f"{AWAITING}: {awaiting[p]} students" if p in awaiting else "")
-                   for p in maxima if p in fractions or p in awaiting],
-                  ["part", "fraction failing", "students scored", "manual grading"]),
-            "<h2>Failed submissions</h2>", table([(r["student"], r["reason"]) for r in failed], ["student", "reason"]),
-            "<h2>Flagged for review</h2>",
-            table([(r["student"], "; ".join(r["flags"])) for r in flagged], ["student", "flags"]),
-            "</body></html>"]
-    (out / "report.html").write_text("\n".join(page))
+    page = jinja2.Environment(autoescape=True).from_string(PAGE).render(
+        assignment=assignment, counts=counts, sandboxed=sandboxed, unsandboxed=UNSANDBOXED,
+        images=[base64.b64encode(png).decode() for png in (hist, fails)],
+        parts=[(p, f"{fractions[p]:.2f}" if p in fractions else "", n_graded - awaiting.get(p, 0),
+                f"{AWAITING}: {awaiting[p]} students" if p in awaiting else "")
+               for p in maxima if p in fractions or p in awaiting],
+        failed=[(r["student"], r["reason"]) for r in rows if r["status"] == "failed"],
+        flagged=[(r["student"], "; ".join(r["flags"])) for r in rows if r.get("flags")])
+    (out / "report.html").write_text(page)

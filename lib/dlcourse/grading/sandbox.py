@@ -1,13 +1,21 @@
-"""The grading kernel's cage: bubblewrap, resource limits and an unprivileged user.
+"""The grading kernel's cage: bubblewrap, resource limits, a memory cgroup and an unprivileged user.
 
 Stock nbgrader starts the grading kernel with the instructor's rights in autograded/<student>/,
 so student code could read solutions/ and the gradebook. Here every kernel starts as
 
-    bwrap --ro-bind / / --tmpfs <course root> --tmpfs <home> --tmpfs /tmp     (hide them)
-          --ro-bind <venv> --ro-bind <dlcourse lib>                           (what the code needs)
-          --bind <scratch> --bind <connection dir>                            (the only writable places)
-          --unshare-net --unshare-pid --unshare-ipc --die-with-parent ...
+    sh -c JOIN <cgroup.procs>                                 (joins its memory cgroup, see cgroups.py)
+    bwrap --tmpfs /                                           (an empty root: an allow-list, not a deny-list)
+          --ro-bind /usr, /bin -> usr/bin, ...                (system programs and libraries)
+          --ro-bind /etc/ld.so.cache, /etc/localtime, ...     (the few /etc files Python reads)
+          --ro-bind <python> <venv> <dlcourse package>        (the interpreter and what student code imports)
+          --tmpfs /tmp                                        (empty, read-only for the kernel's uid)
+          --bind <scratch> --bind <connection dir>            (the only writable places, on a size-limited tmpfs)
+          --unshare-net --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent ...
           python -I _kernel_stage.py ...  -> rlimits, setsid, a uid of its own (60000 and up), exec ipykernel
+
+Nothing else of the host exists inside: not the course, other checkouts of it under /srv or
+/opt, other students' scratch folders, the gradebook or its PostgreSQL socket, /home, /root.
+The kernel starts with an environment of a few whitelisted variables (KEEP_ENV).
 
 Kernel and grader talk over IPC sockets in the connection dir (TCP cannot cross --unshare-net).
 Interrupts are sent as messages (a SIGINT to bwrap would kill the whole sandbox). When the worker
@@ -17,23 +25,30 @@ Needs: Linux with Debian's `bubblewrap` (run as root, or unprivileged user names
 Without it grading refuses to run unless asked to run unsandboxed: the limits still apply, and the
 unprivileged uid too where that user can reach the Python installation (not under /root).
 """
+import ctypes
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from nbformat.v4 import new_code_cell, new_output
-from traitlets import Bool, Dict, Int, List, Unicode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
+from traitlets import Bool, Dict, Int, Unicode
 
-from dlcourse.grading.integrity import baseline_source, check_source, guard_expression, parse_check, parse_guard
+from dlcourse.grading._kernel_stage import KEEP_ENV
+from dlcourse.grading.cgroups import JOIN
+from dlcourse.grading.integrity import (CHECK_MISSING, baseline_source, check_expression, guard_expression,
+                                        parse_answer)
 
 STAGE = Path(__file__).with_name("_kernel_stage.py")
+PACKAGE_ROOT = STAGE.parents[1]  # lib/dlcourse: the package students may import
 FIRST_UID = 60000
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts", "mime.types")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -42,12 +57,18 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one grading kernel may use. memory_mb caps the address space of each process."""
+    """What one grading kernel may use.
+
+    memory_mb caps the address space of each process (a MemoryError in the student's code);
+    total_memory_mb caps all the kernel's processes together (memory cgroup: the submission is
+    stopped); scratch_mb is the size of the tmpfs holding everything the kernel may write."""
     memory_mb: int = 4096
     processes: int = 64
     cpu_seconds: int = 600
     file_mb: int = 256
     open_files: int = 1024
+    total_memory_mb: int = 6144
+    scratch_mb: int = 512
 
     def rlimits(self) -> dict:
         return {"RLIMIT_AS": self.memory_mb * 2**20, "RLIMIT_NPROC": self.processes,
@@ -61,59 +82,113 @@ def check_bwrap() -> None:
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed: apt-get install bubblewrap, "
                                  "or pass --unsandboxed to grade without a sandbox")
-    probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
-             "--unshare-pid", "--die-with-parent", "true"]
+    probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--size", str(2**20),
+             "--tmpfs", "/tmp", "--unshare-net", "--unshare-pid", "--die-with-parent", "true"]
     proc = subprocess.run(probe, capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         raise SandboxUnavailable(f"bubblewrap cannot start a sandbox here: {proc.stderr.strip()} "
                                  "(pass --unsandboxed to grade without a sandbox)")
 
 
-def _under(path: Path, roots) -> bool:
-    return any(path == r or r in path.parents for r in roots)
+def readable_paths() -> list[Path]:
+    """Host folders the kernel reads besides the system's: the interpreter, the virtual
+    environment and the dlcourse package (nothing else of the course)."""
+    wanted = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+              Path(sys.executable).resolve().parent, PACKAGE_ROOT.resolve()}
+    system = [Path(s).resolve() for s in SYSTEM]
+    kept = []
+    for p in sorted(wanted, key=lambda q: len(q.parts)):  # skip what an outer bind already shows
+        if not any(p == s or s in p.parents for s in system + kept):
+            kept.append(p)
+    return kept
 
 
-def bwrap_prefix(hidden: list[str], scratch: str, connection_dir: str, as_root: bool) -> list[str]:
-    """bwrap arguments: the whole filesystem read-only, `hidden` replaced by empty tmpfs,
-    the Python environment and the dlcourse package put back read-only, scratch writable."""
-    hidden_paths = [Path(p).resolve() for p in dict.fromkeys(["/tmp", *hidden]) if Path(p).exists()]
-    cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for h in hidden_paths:
-        cmd += ["--tmpfs", str(h)]
-    needed = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent,
-              STAGE.parents[2]}  # lib/ holding the dlcourse package (students may import it)
-    made = set()
+class _Tree:
+    """bwrap arguments that build the sandbox's file tree on an empty root, each missing parent
+    folder made 0755 (bwrap would make them 0700: unreachable for the kernel's uid)."""
 
-    def parents(p: Path) -> list[str]:  # bwrap would create them 0700: unreachable for the kernel's uid
-        out = []
-        for a in reversed(p.parents):
-            if _under(a, hidden_paths) and a not in hidden_paths and a not in made:
-                made.add(a)
-                out += ["--perms", "0755", "--dir", str(a)]
-        return out
+    def __init__(self):
+        self.args: list[str] = ["--tmpfs", "/"]
+        self.made = {Path("/")}
 
-    for p in sorted({q.resolve() for q in needed}, key=lambda q: len(q.parts)):
-        if _under(p, hidden_paths) and p.exists():
-            cmd += parents(p) + ["--ro-bind", str(p), str(p)]
-    for p in (Path(scratch), Path(connection_dir)):
-        cmd += parents(p) + ["--bind", str(p), str(p)]
-    cmd += [
-            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
-            "--chdir", scratch]
+    def _parents(self, path: Path) -> None:
+        for a in reversed(path.parents):
+            if a not in self.made:
+                self.made.add(a)
+                self.args += ["--perms", "0755", "--dir", str(a)]
+        self.made.add(path)
+
+    def add(self, option: str, path, *, source=None, before=()) -> None:
+        path = Path(path)
+        self._parents(path)
+        self.args += [*before, option, *([str(source)] if source is not None else []), str(path)]
+
+
+def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs_mb: int = 0) -> list[str]:
+    """bwrap arguments for an allow-list sandbox: an empty root with only the system folders, a
+    few /etc files, the Python environment and the dlcourse package (read-only), and scratch and
+    the connection folder (writable). scratch_tmpfs_mb > 0 mounts scratch as a tmpfs of that size
+    inside the sandbox (for callers that could not put it on a size-limited tmpfs themselves)."""
+    tree = _Tree()
+    tree.args += ["--dev", "/dev", "--proc", "/proc"]
+    for name in SYSTEM:
+        p = Path(name)
+        if p.is_symlink():  # merged /usr: /bin -> usr/bin
+            tree.add("--symlink", p, source=os.readlink(p))
+        elif p.is_dir():
+            tree.add("--ro-bind", p, source=p)
+    for name in ETC:
+        if (Path("/etc") / name).exists():
+            tree.add("--ro-bind", Path("/etc") / name, source=Path("/etc") / name)
+    for p in readable_paths():
+        tree.add("--ro-bind", p, source=p)
+    # an empty /tmp that only root could write: the kernel's TMPDIR is its scratch folder
+    tree.add("--tmpfs", "/tmp", before=["--perms", "0755", "--size", str(2**20)])
+    if scratch_tmpfs_mb > 0:
+        tree.add("--tmpfs", scratch, before=["--perms", "1777", "--size", str(scratch_tmpfs_mb * 2**20)])
+    else:
+        tree.add("--bind", scratch, source=scratch)
+    tree.add("--bind", connection_dir, source=connection_dir)
+    cmd = ["bwrap", *tree.args, "--remount-ro", "/",
+           "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+           "--die-with-parent", "--chdir", scratch]
     if as_root:  # the stage needs these two to switch to the unprivileged uid, nothing else
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     return cmd + ["--"]
 
 
+def private_tmpfs(path: Path, size_mb: int) -> bool:
+    """Mount a tmpfs of size_mb on `path` that only this process and its children see (a mount
+    namespace of its own, gone with them): the kernel's scratch and connection folders go there,
+    so writing past the quota fails with ENOSPC in the student's code and the host's disk is
+    untouched. Needs root; False (nothing mounted) where it cannot be done."""
+    if os.geteuid() != 0 or size_mb <= 0:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private, ms_nosuid, ms_nodev = 0x20000, 0x4000, 1 << 18, 0x2, 0x4
+    if libc.unshare(clone_newns) != 0 or libc.mount(b"none", b"/", None, ms_rec | ms_private, None) != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_mb}m,mode=0711".encode()
+    return libc.mount(b"dlcourse-scratch", str(path).encode(), b"tmpfs", ms_nosuid | ms_nodev, options) == 0
+
+
+def clean_environment() -> dict[str, str]:
+    """The environment every kernel process starts with: KEEP_ENV only (no database URLs,
+    tokens or other instructor secrets reach bwrap's processes either)."""
+    return {k: v for k, v in os.environ.items() if k in KEEP_ENV}
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernels start through the stage, inside bubblewrap unless sandbox=False."""
 
-    sandbox = Bool(True, config=True)
-    scratch = Unicode(config=True, help="the kernel's working directory, the only place it may write")
-    connection_dir = Unicode(config=True)
-    hidden = List(Unicode(), config=True, help="folders the kernel must not see")
-    uid = Int(-1, config=True, help="unprivileged uid for the kernel (-1: keep the current one)")
-    limits = Dict(config=True)
+    sandbox = Bool(True, help="start the kernel inside bubblewrap").tag(config=True)
+    scratch = Unicode(help="the kernel's working directory, the only place it may write").tag(config=True)
+    connection_dir = Unicode(help="folder of the kernel's connection file and IPC sockets").tag(config=True)
+    scratch_tmpfs_mb = Int(0, help="mount scratch as a tmpfs of this size in the sandbox (0: bind it)").tag(config=True)
+    uid = Int(-1, help="unprivileged uid for the kernel (-1: keep the current one)").tag(config=True)
+    limits = Dict(help="resource limits of every kernel process (Limits.rlimits())").tag(config=True)
+    cgroup_procs = Unicode("", help="cgroup.procs of the kernel's memory cgroup ('' for none)").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -128,15 +203,19 @@ class SandboxedKernelManager(AsyncKernelManager):
         argv = [sys.executable, "-I", str(STAGE), json.dumps(settings), "{connection_file}", "--",
                 sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         if self.sandbox:
-            argv = bwrap_prefix(self.hidden, self.scratch, self.connection_dir, os.geteuid() == 0) + argv
+            argv = bwrap_prefix(self.scratch, self.connection_dir, os.geteuid() == 0, self.scratch_tmpfs_mb) + argv
+        if self.cgroup_procs:
+            argv = ["/bin/sh", "-c", JOIN, "sh", self.cgroup_procs] + argv
         return KernelSpec(argv=argv, display_name="Python 3 (grading)", language="python",
                           interrupt_mode="message")
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        kw["env"] = clean_environment()
+        await super()._async_launch_kernel(kernel_cmd, **kw)
 
     @property
     def ipykernel(self) -> bool:
         return True
-
-
 def _execute_base():
     from nbgrader.preprocessors import Execute
     return Execute
@@ -151,34 +230,35 @@ def is_autograded_test(cell) -> bool:
 
 
 class SandboxedExecute(_execute_base()):
-    """nbgrader's Execute with the sandboxed kernel, plus an integrity check around the notebook:
-    a hidden first cell records the interpreter's hooks, a hidden last cell reports what changed.
-    Right before every graded test cell a guard puts the hooks back (IPython's input and AST
-    transformers, events, traceback display, sys.settrace, builtins, numpy/torch comparisons,
-    dlcourse.checks); it runs as a user expression of an empty request, which no transformer,
-    event or cell of the student sees. A test whose guard does not answer with this run's nonce
-    is not run and scores 0. The first and last cells are removed again before grades are saved;
-    the report (what changed, what the guards restored) goes to `report_path` as JSON."""
+    """nbgrader's Execute with the sandboxed kernel, plus an integrity check around the notebook
+    (see integrity.py): a hidden first cell snapshots the interpreter's hooks; right before every
+    graded test cell a guard puts them back; after the last cell a final check reports what still
+    differs. Guard and check run as user expressions of empty requests, which no transformer,
+    event or cell of the student sees, and answer in their shell replies. A test whose guard does
+    not answer with this run's nonce is not run and scores 0. The first cell and the placeholder
+    for the final check are removed again before grades are saved; the report (what changed, what
+    the guards restored) goes to `report_path` as JSON."""
 
-    nonce = Unicode(config=True)
-    report_path = Unicode(config=True)
+    nonce = Unicode(help="random per run: names the in-kernel module and signs its answers").tag(config=True)
+    report_path = Unicode(help="where the integrity report is written (JSON list of flags)").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         kwargs["kernel_manager_class"] = SandboxedKernelManager
         super().__init__(*args, **kwargs)
         self.kernel_name = "python3"  # never the submission's kernelspec
         self._restored = set()
+        self._final = None
 
     def preprocess(self, nb, resources=None, km=None):
         first = new_code_cell(baseline_source(self.nonce))
-        last = new_code_cell(check_source(self.nonce))
+        last = new_markdown_cell("")  # where the final check runs; never executed as a cell
         first.id, last.id = f"dlg-first-{self.nonce[:8]}", f"dlg-last-{self.nonce[:8]}"
         nb.cells = [first, *nb.cells, last]
-        self._restored = set()
+        self._restored, self._final = set(), None
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
-            report = parse_check(last.get("outputs", []), self.nonce)
+            report = self._final if self._final is not None else [CHECK_MISSING]
             report = sorted(set(report) | self._restored)
             nb.cells = [c for c in nb.cells if c.get("id") not in (first.id, last.id)]
             if self.report_path:
@@ -186,8 +266,11 @@ class SandboxedExecute(_execute_base()):
         return nb, resources
 
     def preprocess_cell(self, cell, resources, index):
+        if cell.get("id") == f"dlg-last-{self.nonce[:8]}":
+            self._final = self._ask(check_expression(self.nonce))
+            return cell, self.resources
         if is_autograded_test(cell) and cell.source.strip():
-            restored = self._guard()
+            restored = self._ask(guard_expression(self.nonce))
             if restored is None:
                 self._restored.add("a guard before a test cell did not answer (kernel hooks changed)")
                 cell.outputs = [new_output("error", ename="GradingIntegrityError", evalue=GUARD_FAILED,
@@ -196,12 +279,7 @@ class SandboxedExecute(_execute_base()):
             self._restored.update(restored)
         return super().preprocess_cell(cell, resources, index)
 
-    def _guard(self) -> list[str] | None:
-        """Run the guard in the kernel; the hooks it restored, or None when it did not answer."""
-        msg_id = self.kc.execute("", silent=True, store_history=False,
-                                 user_expressions={"guard": guard_expression(self.nonce)})
-        return parse_guard(self.wait_for_reply(msg_id), self.nonce)
-
-
-def limits_dict(limits: Limits) -> dict:
-    return asdict(limits)
+    def _ask(self, expression: str) -> list[str] | None:
+        """Evaluate a guard or check in the kernel; its flags, or None when it did not answer."""
+        msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"answer": expression})
+        return parse_answer(self.wait_for_reply(msg_id), self.nonce, "answer")
