@@ -4,6 +4,8 @@ One module per topic, named after the lecture that introduces it:
 
     dlcourse.conv       convolution, padding, stride and pooling (lecture 04)
     dlcourse.rnn        recurrent cells (RNN, LSTM, GRU) in PyTorch's layout (lectures 07-08)
+    dlcourse.embeddings a generated corpus, word2vec (skip-gram, CBOW), analogies (lecture 09)
+    dlcourse.elmo       a bidirectional LSTM language model and ELMo's layer mix (lecture 09)
     dlcourse.data       small data sets that ship with the course or a package (no downloads)
     dlcourse.device     where tensors live: CUDA when present, else the CPU
     dlcourse.seeding    reproducible random numbers

@@ -143,7 +143,12 @@ class ScalarMix(nn.Module):
         ELMo_k = gamma * sum_{j=0}^{L} s_j h_{k,j},   s = softmax(w).
 
     w starts at 0 (s_j = 1/(L+1), the plain average) and gamma at 1; both are learned by the
-    downstream task. layers: (L+1, ..., D) -> (..., D)."""
+    downstream task. layers: (L+1, ..., D) -> (..., D).
+
+    >>> mix = ScalarMix(3)
+    >>> [round(x, 4) for x in mix.s.tolist()], float(mix.gamma)
+    ([0.3333, 0.3333, 0.3333], 1.0)
+    """
 
     def __init__(self, num_layers: int):
         super().__init__()

@@ -225,6 +225,10 @@ def skipgram_pairs(sentences, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     sentences: lists of word ids -> (centers (P,), contexts (P,)), int64, in reading order
     (center by center, contexts left to right). A word at position i of a sentence of
     length n has min(i, window) + min(n - 1 - i, window) contexts. Lecture 09, "Skip-gram".
+
+    >>> centers, contexts = skipgram_pairs([[7, 8, 9]], window=1)
+    >>> list(zip(centers.tolist(), contexts.tolist()))
+    [(7, 8), (8, 7), (8, 9), (9, 8)]
     """
     _check_window(window)
     centers, contexts = [], []
@@ -263,6 +267,9 @@ def noise_distribution(counts: torch.Tensor, power: float = 0.75) -> torch.Tenso
 
     counts: (V,) -> (V,) float64 probabilities. power = 0.75 (word2vec's choice) lifts rare
     words above their share of the corpus; power = 1 is the unigram distribution.
+
+    >>> noise_distribution(torch.tensor([16, 81, 1])).tolist()  # 16^0.75 = 8, 81^0.75 = 27
+    [0.2222..., 0.75, 0.0277...]
     """
     counts = torch.as_tensor(counts)
     if counts.dim() != 1 or (counts < 0).any() or counts.sum() <= 0:
