@@ -9,7 +9,9 @@ PostgreSQL-like socket, an instructor secret in the grader's environment and a T
   and tries the socket, the secret, the gradebook and the network;
 * `disk` writes 15 files of 200 MB into its scratch folder (quota: 256 MB);
 * `hog` allocates 150 MB in each of 8 processes (cap of the whole kernel: 768 MB);
-* `alice` and `bob` are honest and must be graded as usual in the same batch.
+* `alice` and `bob` are honest and must be graded as usual in the same batch, and `plotter`
+  (torch, numpy, a matplotlib figure) must run without a word on stderr: in a test cell any
+  stderr output (say, a library complaining about a file the sandbox left out) scores 0.
 
 The cgroup v1/v2 detection is also tested on fake cgroup folders, which runs anywhere.
 """
@@ -119,6 +121,20 @@ def add(a, b):
     return a + b
 '''
 
+PLOTTER = '''
+import matplotlib
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+fig, ax = plt.subplots(figsize=(2, 2))
+ax.plot(np.arange(3), torch.arange(3.0).numpy())
+ax.set_title("what students draw")
+fig.canvas.draw()
+def add(a, b):
+    return a + b
+'''
+
 HOG = '''
 import os, time
 children = []
@@ -181,7 +197,8 @@ def batch(tmp_path_factory):
                      planted=[str(p / "course-copy" / "solutions") for p in planted])
 
     folder = tmp_path_factory.mktemp("submissions")
-    for student, code in {"alice": None, "bob": "release", "thief": THIEF, "spy": spy, "disk": DISK, "hog": HOG}.items():
+    for student, code in {"alice": None, "bob": "release", "thief": THIEF, "spy": spy, "disk": DISK, "hog": HOG,
+                          "plotter": PLOTTER}.items():
         nb = course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb") if code == "release" \
             else solved(course, ASSIGNMENT, NOTEBOOK, {"add": code} if code else None)
         (folder / student).mkdir(parents=True)
@@ -224,7 +241,7 @@ def test_kernel_sees_only_what_it_needs(batch):
     python_tops = {Path(p).resolve().parts[1] for p in (os.sys.prefix, os.sys.base_prefix, REPO)}
     assert set(seen["listing"]["/"]) <= allowed | python_tops, seen["listing"]["/"]
     assert set(seen["listing"]["/etc"]) <= {"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime",
-                                            "nsswitch.conf", "hosts", "mime.types"}, seen["listing"]["/etc"]
+                                            "nsswitch.conf", "hosts", "mime.types", "fonts"}, seen["listing"]["/etc"]
     chain = sorted(seen["ancestors"], key=len)  # /, /tmp, /tmp/dlg-*, .../s<slot>, .../spy, .../box
     for folder, child in zip(chain[1:], chain[2:] + ["scratch"]):
         extra = {"conn"} if folder == chain[-1] else set()  # box holds scratch and the connection folder
@@ -235,6 +252,14 @@ def test_kernel_sees_only_what_it_needs(batch):
     assert seen["env"] is False and seen["proc_environ"] == [], seen
     assert seen["network"] in ("ConnectionRefusedError", "OSError", "TimeoutError"), seen
     assert seen["uid"] != 0
+
+
+def test_what_students_use_runs_without_complaints_in_the_sandbox(batch):
+    course, _, rows = batch
+    assert _parts(rows["plotter"]) == POINTS, rows["plotter"]
+    nb = course.read("autograded", "plotter", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+    noise = [o.get("text") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert noise == [], f"stderr inside the sandbox: {noise}"
 
 
 def test_scratch_quota_stops_a_disk_filler_and_it_is_still_graded(batch):

@@ -11,7 +11,7 @@ import pytest
 
 from fixtures.tiny_assignment import notebook as tiny_source
 
-from dlcourse.grading.batch import KERNEL_DIED, _classify
+from dlcourse.grading.batch import KERNEL_DIED, Failure, _classify
 from dlcourse.grading.integrity import parse_answer
 from dlcourse.grading.preprocessors import HIDDEN_NOTE, HideHiddenTests
 from dlcourse.grading.submissions import pick_notebook, validate
@@ -29,15 +29,22 @@ def test_answer_parser_rejects_everything_but_this_runs_list_of_flags():
         assert parse_answer(bad, nonce, "answer") is None, bad
 
 
-@pytest.mark.parametrize("text, words", [
-    ("Timeout waiting for IOPub output", "ignored the interrupt"),
-    ("nbclient.exceptions.DeadKernelError: Kernel died", KERNEL_DIED),
-    ("CellTimeoutError: No reply", "ran past the time limit"),
-    ("[INFO] x\n[ERROR] There was an error processing assignment", "There was an error processing assignment"),
-    ("something\nlast words", "autograding failed: last words"),
-    ("", "autograding failed")])
-def test_classify_names_the_reason(text, words):
-    assert words in _classify({"error": text, "log": ""})
+@pytest.mark.parametrize("text, kind, words", [
+    ("Timeout waiting for IOPub output", Failure.UNRESPONSIVE, "ignored the interrupt"),
+    ("nbclient.exceptions.DeadKernelError: Kernel died", Failure.KERNEL_DIED, KERNEL_DIED),
+    ("CellTimeoutError: No reply", Failure.CELL_TIMEOUT, "ran past the time limit"),
+    ("[INFO] x\n[ERROR] There was an error processing assignment", Failure.AUTOGRADE,
+     "There was an error processing assignment"),
+    ("something\nlast words", Failure.AUTOGRADE, "autograding failed: last words"),
+    ("", Failure.AUTOGRADE, "autograding failed")])
+def test_classify_names_the_kind_and_the_reason(text, kind, words):
+    got, reason = _classify({"error": text, "log": ""})
+    assert got is kind and words in reason, (got, reason)
+
+
+def test_only_a_dead_kernel_is_retried_and_only_grader_trouble_is_not_final():
+    assert [f for f in Failure if not f.final] == [Failure.GRADER_ERROR, Failure.WORKER_DIED]
+    assert Failure.MEMORY_CAP.reason(mb=768).startswith("stopped: ") and "768 MB" in Failure.MEMORY_CAP.reason(mb=768)
 
 
 def _submission(change=None) -> bytes:

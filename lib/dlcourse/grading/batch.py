@@ -94,18 +94,40 @@ MEMORY_CAP = ("stopped: the submission's processes together used more than the m
               "(a memory cgroup); it was not graded")
 
 
-def _classify(result: dict) -> str:
+class Failure(enum.Enum):
+    """Why grading a student ended without grades. The value is the reason shown in grades.csv
+    (some take details with str.format); the kind decides what the batch does next."""
+    KERNEL_DIED = KERNEL_DIED                  # retried once: the machine may have been short of memory
+    UNRESPONSIVE = "a cell ran past the time limit and ignored the interrupt; the kernel was stopped"
+    CELL_TIMEOUT = "a cell ran past the time limit"
+    AUTOGRADE = "{details}"                    # nbgrader's own error line
+    GRADER_ERROR = "grader error: {details}"   # not final: the next run grades the student again
+    WORKER_DIED = "the grading worker died (exit code {exitcode})"  # not final either
+    BUDGET = "grading took longer than its budget of {budget} s; stopped"
+    MEMORY_CAP = MEMORY_CAP
+
+    def reason(self, **details) -> str:
+        return self.value.format(**details) if details else self.value
+
+    @property
+    def final(self) -> bool:
+        return self not in (Failure.GRADER_ERROR, Failure.WORKER_DIED)
+
+
+def _classify(result: dict) -> tuple[Failure, str]:
+    """The kind of an autograde failure and its reason, from nbgrader's error text and log."""
     text = (result.get("error") or "") + (result.get("log") or "")
     if "Timeout waiting for IOPub" in text or "UnresponsiveKernelError" in text or "Kernel didn't respond" in text:
-        return "a cell ran past the time limit and ignored the interrupt; the kernel was stopped"
+        return Failure.UNRESPONSIVE, Failure.UNRESPONSIVE.reason()
     if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
-        return KERNEL_DIED
+        return Failure.KERNEL_DIED, KERNEL_DIED
     if "CellTimeoutError" in text:
-        return "a cell ran past the time limit"
+        return Failure.CELL_TIMEOUT, Failure.CELL_TIMEOUT.reason()
     for line in text.splitlines():
         if line.startswith("[ERROR]"):
-            return line[len("[ERROR] "):][:300]
-    return "autograding failed: " + text.strip().splitlines()[-1][:300] if text.strip() else "autograding failed"
+            return Failure.AUTOGRADE, line[len("[ERROR] "):][:300]
+    last = text.strip().splitlines()[-1][:300] if text.strip() else ""
+    return Failure.AUTOGRADE, "autograding failed: " + last if last else "autograding failed"
 
 
 def autograde_preprocessors(execute) -> list:
@@ -118,6 +140,53 @@ def autograde_preprocessors(execute) -> list:
     return [execute if p is Execute else p for p in default]
 
 
+def _log_to(log_path: Path) -> None:
+    """Send this process's output (fds 1 and 2, and Python's streams) to log_path."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # the parent's sys.stdout may not be fd 1 (pytest's capture, a notebook): write to the log itself
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
+
+
+def _kernel_folders(work: Path, kernel_uid: int, settings: Settings, quota: bool) -> tuple[Path, Path, int]:
+    """(scratch, connection folder, uid) of the kernel: the folders made and given to its uid."""
+    scratch, conn = work / "box" / "scratch", work / "box" / "conn"
+    if not quota and not settings.sandbox:
+        print("[WARNING] no scratch quota: the kernel writes to the host's disk", flush=True)
+    for d in (scratch, conn):
+        d.mkdir(parents=True, exist_ok=True)
+    uid = kernel_uid if kernel_uid >= 0 and (settings.sandbox or kernel_reachable()) else -1
+    if uid >= 0:
+        for d in (scratch, conn):
+            os.chown(d, uid, uid)
+            os.chmod(d, 0o700)
+    else:
+        print("[WARNING] the kernel runs as the grader's own user", flush=True)
+    return scratch, conn, uid
+
+
+def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, kernel_uid: int, quota: bool,
+                      cgroup_procs: str):
+    """nbgrader's configuration for one student: the course's, with the sandboxed Execute."""
+    from dlcourse.grading.sandbox import SandboxedExecute
+    scratch, conn, uid = _kernel_folders(work, kernel_uid, settings, quota)
+    cfg = _config(root, None)
+    cfg.CourseDirectory.db_url = db_url
+    cfg.Execute.timeout = settings.cell_timeout
+    cfg.Autograde.autograde_preprocessors = autograde_preprocessors(SandboxedExecute)
+    cfg.SandboxedExecute.nonce = secrets.token_hex(16)
+    cfg.SandboxedExecute.report_path = str(work / "integrity.json")
+    km = cfg.SandboxedKernelManager
+    km.sandbox, km.scratch, km.connection_dir, km.uid = settings.sandbox, str(scratch), str(conn), uid
+    km.limits = settings.limits.rlimits()
+    km.scratch_tmpfs_mb = 0 if quota else settings.limits.scratch_mb
+    km.cgroup_procs = cgroup_procs
+    return cfg
+
+
 def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings: Settings, work: Path,
             db_url: str, result_path: Path, log_path: Path, cgroup_procs: str = "") -> None:
     """Child process: autograde one student and write the outcome to result_path as JSON.
@@ -126,42 +195,11 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     inside the sandbox (otherwise); cgroup_procs: the kernel's memory cgroup ('' for none)."""
     os.setsid()
     quota = private_tmpfs(work / "box", settings.limits.scratch_mb)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    # the parent's sys.stdout may not be fd 1 (pytest's capture, a notebook): write to the log itself
-    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
-    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
-    outcome = {"success": False, "reason": "the grading worker stopped unexpectedly"}
+    _log_to(log_path)
+    outcome = {"success": False, "failure": Failure.WORKER_DIED.name, "reason": "the grading worker stopped unexpectedly"}
     try:
         from nbgrader.apps import NbGraderAPI
-
-        from dlcourse.grading.sandbox import SandboxedExecute
-        scratch, conn = work / "box" / "scratch", work / "box" / "conn"
-        if not quota and not settings.sandbox:
-            print("[WARNING] no scratch quota: the kernel writes to the host's disk", flush=True)
-        for d in (scratch, conn):
-            d.mkdir(parents=True, exist_ok=True)
-        uid = kernel_uid if kernel_uid >= 0 and (settings.sandbox or kernel_reachable()) else -1
-        if uid >= 0:
-            for d in (scratch, conn):
-                os.chown(d, uid, uid)
-                os.chmod(d, 0o700)
-        else:
-            print("[WARNING] the kernel runs as the grader's own user", flush=True)
-        nonce = secrets.token_hex(16)
-        cfg = _config(root, None)
-        cfg.CourseDirectory.db_url = db_url
-        cfg.Execute.timeout = settings.cell_timeout
-        cfg.Autograde.autograde_preprocessors = autograde_preprocessors(SandboxedExecute)
-        cfg.SandboxedExecute.nonce = nonce
-        cfg.SandboxedExecute.report_path = str(work / "integrity.json")
-        km = cfg.SandboxedKernelManager
-        km.sandbox, km.scratch, km.connection_dir, km.uid = settings.sandbox, str(scratch), str(conn), uid
-        km.limits = settings.limits.rlimits()
-        km.scratch_tmpfs_mb = 0 if quota else settings.limits.scratch_mb
-        km.cgroup_procs = cgroup_procs
+        cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs)
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         os.chdir(root)
         api = NbGraderAPI(config=cfg)
@@ -169,7 +207,8 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
         print(result.get("log", ""), result.get("error", ""), sep="\n", flush=True)
         outcome = {"success": bool(result["success"])}
         if not result["success"]:
-            outcome["reason"] = _classify(result)
+            failure, outcome["reason"] = _classify(result)
+            outcome["failure"] = failure.name
         else:
             report = work / "integrity.json"
             outcome["integrity"] = json.loads(report.read_text()) if report.exists() else ["no integrity report"]
@@ -178,7 +217,9 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
                 if not fb["success"]:
                     outcome["feedback_error"] = (fb.get("error") or "")[-500:]
     except BaseException:  # noqa: BLE001 -- the worker must always leave an outcome behind
-        outcome = {"success": False, "reason": "grader error: " + traceback.format_exc().strip().splitlines()[-1]}
+        details = traceback.format_exc().strip().splitlines()[-1]
+        outcome = {"success": False, "failure": Failure.GRADER_ERROR.name,
+                   "reason": Failure.GRADER_ERROR.reason(details=details)}
         traceback.print_exc()
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(outcome))
@@ -284,13 +325,6 @@ def _store(root: Path, assignment: str, student: str, files: dict[str, bytes], t
         (target / name).write_bytes(data)
     if timestamp and "timestamp.txt" not in files:
         (target / "timestamp.txt").write_text(timestamp)
-
-
-class Failure(enum.Enum):
-    """Why a student's grading ended without grades; RETRY: once more, then KERNEL_DIED."""
-    BUDGET = "grading took longer than its budget of {budget} s; stopped"
-    MEMORY_CAP = MEMORY_CAP
-    WORKER_DIED = "the grading worker died (exit code {exitcode})"
 
 
 @dataclass
@@ -421,21 +455,21 @@ class _Runner:
         if proc.is_alive():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.join()
-            return Outcome(False, Failure.BUDGET.value.format(budget=self.settings.budget))
+            return Outcome(False, Failure.BUDGET.reason(budget=self.settings.budget))
         proc.join()
         if job.cap is not None and job.cap.oom_kills():
-            return Outcome(False, Failure.MEMORY_CAP.value.format(mb=self.settings.limits.total_memory_mb))
+            return Outcome(False, Failure.MEMORY_CAP.reason(mb=self.settings.limits.total_memory_mb))
         result = job.work / "result.json"
         if not result.exists():
-            return Outcome(False, Failure.WORKER_DIED.value.format(exitcode=proc.exitcode), final=False)
+            return Outcome(False, Failure.WORKER_DIED.reason(exitcode=proc.exitcode), final=False)
         data = json.loads(result.read_text())
         if data["success"]:
             return Outcome(True, integrity=data.get("integrity", []))
-        reason = data["reason"]
+        failure = Failure[data["failure"]]
         # A kernel can also die of something that is not the student's doing (the machine under
         # memory pressure); one more try tells the two apart.
-        return Outcome(False, reason, retry=reason == KERNEL_DIED and not job.retried,
-                       final=not reason.startswith(("grader error", "the grading worker")))
+        return Outcome(False, data["reason"], retry=failure is Failure.KERNEL_DIED and not job.retried,
+                       final=failure.final)
 
     def _release(self, job: Job) -> None:
         """The one way a slot is given back: worker stopped, kernel processes killed, cgroup and files removed."""

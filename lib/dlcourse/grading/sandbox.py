@@ -48,7 +48,7 @@ STAGE = Path(__file__).with_name("_kernel_stage.py")
 PACKAGE_ROOT = STAGE.parents[1]  # lib/dlcourse: the package students may import
 FIRST_UID = 60000
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts", "mime.types")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts", "mime.types", "fonts")
 
 
 class SandboxUnavailable(RuntimeError):
