@@ -79,21 +79,25 @@ def reversal_task(n: int, min_len: int, max_len: int, generator: torch.Generator
     return ReversalBatch(src, lengths, tgt)
 
 
-def long_range_task(n: int, distance: int, n_classes: int = 4, n_distractors: int = 8,
+def long_range_task(n: int, distance: int, n_classes: int = 4, n_distractors: int = 8, mention_prob: float = 0.0,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The long-term dependency of lecture 08 as a classification task.
 
     Each sequence is [key, d_1, ..., d_distance]: the key (one of `n_classes` tokens, ids
-    1..n_classes) is the answer, the distractors (ids n_classes+1 .. n_classes+n_distractors)
-    carry no information. The model reads the whole sequence and must output the key, which
-    lies `distance` steps before the end. Returns x: (n, distance + 1) long, y: (n,) in [0, n_classes).
+    1..n_classes: "I grew up in France") is the answer. Each later token is, with probability
+    `mention_prob`, another key token ("... I also visited Spain ...", which must not change
+    the answer), else one of `n_distractors` filler tokens (ids n_classes+1 .. n_classes+n_distractors).
+    The key lies `distance` steps before the end. Returns x: (n, distance + 1) long, y: (n,) in
+    [0, n_classes). Lecture 08, "A long-term dependency".
     """
-    if distance < 0 or n_classes < 2 or n_distractors < 1:
-        raise ValueError(f"need distance >= 0, n_classes >= 2, n_distractors >= 1; got {distance}, "
-                         f"{n_classes}, {n_distractors}")
+    if distance < 0 or n_classes < 2 or n_distractors < 1 or not 0 <= mention_prob <= 1:
+        raise ValueError(f"need distance >= 0, n_classes >= 2, n_distractors >= 1, 0 <= mention_prob <= 1; "
+                         f"got {distance}, {n_classes}, {n_distractors}, {mention_prob}")
     y = torch.randint(0, n_classes, (n,), generator=generator)
-    noise = torch.randint(0, n_distractors, (n, distance), generator=generator) + n_classes + 1
-    return torch.cat([y[:, None] + 1, noise], dim=1), y
+    filler = torch.randint(0, n_distractors, (n, distance), generator=generator) + n_classes + 1
+    mention = torch.randint(0, n_classes, (n, distance), generator=generator) + 1
+    is_mention = torch.rand(n, distance, generator=generator) < mention_prob
+    return torch.cat([y[:, None] + 1, torch.where(is_mention, mention, filler)], dim=1), y
 
 
 # ---------------------------------------------------------------------- models
