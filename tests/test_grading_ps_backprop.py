@@ -26,7 +26,7 @@ mistake never costs them (dave's broken mul and power leave XOR and backward int
 """
 import pytest
 
-from nbgrader_harness import grade_id, graded_test_ids, make_course, solved, strip_solution_markers
+from nbgrader_harness import cell_output, graded_test_ids, make_course, model_answers, plant, solved
 
 ASSIGNMENT, NOTEBOOK = "ps_backprop", "backprop"
 POINTS = {"test_add": 1, "test_mul": 1, "test_power": 1, "test_exp": 1, "test_tanh": 1, "test_sigmoid": 1,
@@ -406,40 +406,14 @@ MIA_ZEROED = ["test_tanh", "test_sigmoid", "test_relu", "test_backward", "test_n
 VARIANTS = {"kim": KIM, "leo": LEO}
 
 
-def model_answers(source_nb) -> dict:
-    return {grade_id(c): strip_solution_markers(c.source) for c in source_nb.cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
-
-
-def overrides_for(mistakes, answers) -> dict:
-    """{solution cell: source} with every mistake planted (edits must apply; one whole-cell answer per cell)."""
-    cells = {}
-    for name in mistakes:
-        if name in WHOLE:
-            gid, source = WHOLE[name]
-            assert gid not in cells, f"{name}: cell {gid} already changed"
-            cells[gid] = source
-            continue
-        gids, edits = EDITS[name]
-        for old, new in edits:
-            for gid in gids.split("+"):
-                current = cells.get(gid, answers[gid])
-                if old in current:
-                    cells[gid] = current.replace(old, new)
-                    break
-            else:
-                raise AssertionError(f"cannot plant {name}: {old!r} is not in the model answer of {gids}")
-    return cells
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    answers = model_answers(course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
+    answers = model_answers(course, ASSIGNMENT, NOTEBOOK)
     course.submit("alice", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK))
     course.submit("bob", ASSIGNMENT, NOTEBOOK, course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
     for student, (mistakes, _) in MISTAKES.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, overrides_for(mistakes, answers)))
+        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, plant(mistakes, EDITS, WHOLE, answers)))
     for student, cells in {**VARIANTS, "mia": MIA}.items():
         course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, cells))
     autograde = course.autograde(ASSIGNMENT, cell_timeout=60)
@@ -451,12 +425,8 @@ def parts(scores, student):
     return {k: v for k, v in scores[student]["parts"].items() if k in POINTS}
 
 
-def cell_output(course, student, part):
-    nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    cell = next(c for c in nb.cells if grade_id(c) == part)
-    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-    errors = [o for o in cell.outputs if o.output_type == "error"]
-    return text, errors
+def output(course, student, part):
+    return cell_output(course, student, ASSIGNMENT, NOTEBOOK, part)
 
 
 def test_point_table_matches_the_notebook(graded):
@@ -507,7 +477,7 @@ def test_calling_the_reference_scores_zero_on_that_part_with_a_reason(graded):
     course, _, scores = graded
     assert parts(scores, "mia") == {p: 0 if p in MIA_ZEROED else pts for p, pts in POINTS.items()}
     for part in MIA_ZEROED:
-        text, errors = cell_output(course, "mia", part)
+        text, errors = output(course, "mia", part)
         assert "visible check" in text, f"{part}: the visible checks cannot see the reference call"
         assert errors and errors[0].ename == "ReferenceUsedError", f"{part}: {errors}"
         assert "reference implementation" in errors[0].evalue and "scores 0" in errors[0].evalue
@@ -523,6 +493,29 @@ def test_hidden_failures_explain_themselves(graded):
     """A planted mistake that the visible checks miss fails a hidden test with a message."""
     course, *_ = graded
     for student, part in [("dave", "test_relu"), ("carol", "test_numerical"), ("dave", "test_by_hand")]:
-        text, errors = cell_output(course, student, part)
+        text, errors = output(course, student, part)
         assert "visible checks passed" in text, f"{student} {part}: {text!r}"
         assert errors and errors[0].ename == "AssertionError" and errors[0].evalue
+
+
+def test_the_stated_xor_setting_converges_and_the_others_named_do_not():
+    """Part 7's text: the model answer converges for seeds 0-19; the mean loss (= lr / 4) fails for
+    seed 5 and 2 hidden units fail for seed 7. Runs the model answer in this process (no nbgrader)."""
+    import nbformat
+
+    from nbgrader_harness import REPO, grade_id, strip_solution_markers
+
+    nb = nbformat.read(REPO / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    namespace = {}
+    for cell in nb.cells:
+        if grade_id(cell) in ("setup", "add_mul", "pow_exp", "activations", "backward", "xor"):
+            exec(compile(strip_solution_markers(cell.source), grade_id(cell), "exec"), namespace)
+    train_xor = namespace["train_xor"]
+
+    def solved_xor(seed, **setting):
+        predict = train_xor(seed, **setting)
+        return all((predict(*x) > 0) == (t > 0) for x, t in zip(namespace["XOR_POINTS"], namespace["XOR_TARGETS"]))
+
+    assert [seed for seed in range(20) if not solved_xor(seed)] == []
+    assert not solved_xor(5, lr=0.05 / 4), "the mean loss (lr / 4) was stated to fail for seed 5"
+    assert not solved_xor(7, hidden=2), "2 hidden units were stated to fail for seed 7"

@@ -24,7 +24,7 @@ The written answer (Part 5) is graded by hand; its key's numbers are checked in 
 """
 import pytest
 
-from nbgrader_harness import grade_id, graded_test_ids, make_course, solved, strip_solution_markers
+from nbgrader_harness import cell_output, graded_test_ids, make_course, model_answers, plant, solved
 
 ASSIGNMENT, NOTEBOOK = "ps_neurons", "neurons"
 POINTS = {"test_cross_entropy": 3, "test_gradient": 3, "test_square_loss": 1, "test_cross_entropy_probs": 1,
@@ -218,36 +218,14 @@ REFERENCE_CALLERS = {"ivan": (IVAN, ["test_cross_entropy", "test_gradient", "tes
                      "judy": (JUDY, ["test_cross_entropy", "test_gradient"])}
 
 
-def model_answers(source_nb) -> dict:
-    return {grade_id(c): strip_solution_markers(c.source) for c in source_nb.cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
-
-
-def overrides_for(mistakes, answers) -> dict:
-    """{solution cell: source} with every mistake planted (edits must apply)."""
-    cells = {}
-    for name in mistakes:
-        if name in WHOLE:
-            gid, source = WHOLE[name]
-            assert gid not in cells, f"{name}: cell {gid} already changed"
-            cells[gid] = source
-            continue
-        gid, edits = EDITS[name]
-        for old, new in edits:
-            current = cells.get(gid, answers[gid])
-            assert old in current, f"cannot plant {name}: {old!r} is not in the model answer of {gid}"
-            cells[gid] = current.replace(old, new)
-    return cells
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    answers = model_answers(course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
+    answers = model_answers(course, ASSIGNMENT, NOTEBOOK)
     course.submit("alice", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK))
     course.submit("bob", ASSIGNMENT, NOTEBOOK, course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
     for student, (mistakes, _) in MISTAKES.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, overrides_for(mistakes, answers)))
+        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, plant(mistakes, EDITS, WHOLE, answers)))
     for student, cells in VARIANTS.items():
         course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, cells))
     for student, (cells, _) in REFERENCE_CALLERS.items():
@@ -261,11 +239,8 @@ def parts(scores, student):
     return {k: v for k, v in scores[student]["parts"].items() if k in POINTS}
 
 
-def cell_output(course, student, part):
-    nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    cell = next(c for c in nb.cells if grade_id(c) == part)
-    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-    return text, [o for o in cell.outputs if o.output_type == "error"]
+def output(course, student, part):
+    return cell_output(course, student, ASSIGNMENT, NOTEBOOK, part)
 
 
 def test_point_table_matches_the_notebook(graded):
@@ -302,7 +277,7 @@ def test_each_mistake_costs_exactly_its_part(graded, student):
 @pytest.mark.parametrize("student,part", HIDDEN_ONLY)
 def test_hidden_tests_catch_what_the_visible_checks_miss(graded, student, part):
     course, *_ = graded
-    text, errors = cell_output(course, student, part)
+    text, errors = output(course, student, part)
     assert "visible checks passed" in text, f"{student} {part}: {text!r}"
     assert errors and errors[0].ename == "AssertionError" and errors[0].evalue, f"{student} {part}: no explanation"
 
@@ -319,7 +294,7 @@ def test_calling_the_reference_scores_zero_on_that_part_with_a_reason(graded, st
     _, zeroed = REFERENCE_CALLERS[student]
     assert parts(scores, student) == {p: 0 if p in zeroed else pts for p, pts in POINTS.items()}
     for part in zeroed:
-        text, errors = cell_output(course, student, part)
+        text, errors = output(course, student, part)
         assert "visible checks passed" in text, f"{student} {part}: the visible checks cannot see the reference call"
         assert errors and errors[0].ename == "ReferenceUsedError", f"{student} {part}: {errors}"
         assert "reference implementation" in errors[0].evalue and "scores 0" in errors[0].evalue
@@ -327,5 +302,5 @@ def test_calling_the_reference_scores_zero_on_that_part_with_a_reason(graded, st
 
 def test_in_place_change_of_the_input_is_reported(graded):
     course, *_ = graded
-    _, errors = cell_output(course, "frank", "test_cross_entropy")
+    _, errors = output(course, "frank", "test_cross_entropy")
     assert errors and errors[0].ename == "InputModifiedError" and "in place" in errors[0].evalue
