@@ -94,3 +94,14 @@ def test_seq2seq_encoder_ignores_padding():
     shorter = torch.tensor([[5, 6, 7]])
     with torch.no_grad():
         assert torch.allclose(model.encode(src, torch.tensor([3])), model.encode(shorter, torch.tensor([3])))
+
+
+def test_long_range_task_mentions_are_keys_that_do_not_change_the_label():
+    x, y = S.long_range_task(4000, 10, n_classes=4, mention_prob=0.1, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(x[:, 0], y + 1)
+    later_keys = (x[:, 1:] >= 1) & (x[:, 1:] <= 4)
+    # 40000 Bernoulli(0.1) draws: the fraction lies within 6 standard deviations (0.009) of 0.1
+    assert abs(later_keys.double().mean().item() - 0.1) < 6 * (0.1 * 0.9 / 40000) ** 0.5
+    assert not S.long_range_task(50, 10, mention_prob=0.0, generator=torch.Generator().manual_seed(2))[0][:, 1:].le(4).any()
+    with pytest.raises(ValueError, match="mention_prob"):
+        S.long_range_task(5, 3, mention_prob=1.5)
