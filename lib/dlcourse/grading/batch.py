@@ -1,17 +1,20 @@
 """Grade a whole class: submissions in, grades.csv, feedback and a report out.
 
-    grade_batch(course_root, "ps_convolution", "submissions.zip", workers=2)
+    grade_batch(course_root, "ps_convolution", "submissions.zip", Settings(workers=2))
 
-1. collect the zip/folder; keep every file unmodified in submitted/<student>/<assignment>/
-2. validate each notebook before it runs (JSON, format, schema, grade ids, name, kernelspec)
-   and scan the student's code for grading hooks
-3. autograde each student in a forked worker (own session, own uid, own sandboxed kernel with
-   rlimits); the main process kills a worker that overruns its wall-clock budget
-4. generate feedback (hidden tests stay hidden), write grades.csv and the report
+plan    (`_plan`) collect the zip/folder; keep every file unmodified in submitted/<student>/<assignment>/;
+        validate each notebook before it runs (JSON, format, schema, grade ids, name, kernelspec)
+        and scan the student's code for grading hooks; a Job for each student to grade
+run     (`_Runner`) autograde each Job in a forked worker (own session, own uid, own sandboxed
+        kernel with rlimits, a scratch tmpfs and a memory cgroup); the main process stops a worker
+        that overruns its wall-clock budget and a kernel whose processes hit the memory cap; every
+        slot is given back through `_Runner._release`
+finish  (`_Runner._finish`) scores or a Failure's reason into the student's row; feedback (hidden
+        tests stay hidden) was written by the worker; grades.csv and the report at the end
 
-The outcome of each student is appended to state.json as soon as it is known, so a crash or
-Ctrl-C loses nothing: the next run skips every student whose files hash the same and whose
-outcome is final, and grades the rest.
+The row of each student is saved to state.json as soon as it is known, so a crash or Ctrl-C
+loses nothing: the next run skips every student whose files hash the same and whose outcome is
+final, and grades the rest.
 """
 import enum
 import io
