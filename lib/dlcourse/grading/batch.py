@@ -30,6 +30,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict
 
 from dlcourse.grading import submissions as subs
 from dlcourse.grading.integrity import static_scan
@@ -330,11 +331,27 @@ def _store(root: Path, assignment: str, student: str, files: dict[str, bytes], t
         (target / "timestamp.txt").write_text(timestamp)
 
 
+class Row(TypedDict, total=False):
+    """What state.json and grades.csv keep for a student (no scheduling state: that is Job's)."""
+    student: str
+    hash: str                   # of the submitted files: unchanged and final -> not graded again
+    status: str                 # graded, late or failed
+    reason: str                 # why it failed
+    final: bool                 # False: the grader's own trouble, graded again next run
+    score: float
+    max_score: float
+    parts: dict                 # grade id -> score
+    pending: list               # parts awaiting manual grading
+    notes: list                 # repairs and limits hit, for the instructor
+    flags: list                 # grading hooks touched: review by hand
+    seconds: float              # wall time of the last attempt
+
+
 @dataclass
 class Job:
     """One student being graded: the row that goes to state.json plus the scheduling state."""
     student: str
-    row: dict                   # saved fields only (status, reason, scores, notes, flags, ...)
+    row: Row
     retried: bool = False
     slot: int = -1
     process: object = None
@@ -361,7 +378,7 @@ def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs:
         h = subs.digest(files)
         if state.get(student, {}).get("hash") == h and state[student].get("final"):
             continue
-        row = {"student": student, "hash": h, "notes": [], "flags": [], "final": True}
+        row = Row(student=student, hash=h, notes=[], flags=[], final=True)
         to_grade = dict(files)
         for nb in notebooks:
             chosen, message = subs.pick_notebook(files, nb)
