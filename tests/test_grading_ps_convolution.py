@@ -11,7 +11,8 @@ One course, one `nbgrader autograde` call. The tests of the tests:
   max_pool2d, numpy.correlate, dlcourse): 0 on that part, with the reason in the output.
 * VARIANTS: correct answers written differently (loops, torch.stack of lists, Tensor.unfold +
   einsum, F.pad, reusing corr2d, math.floor / len(range(...)), a float32 padding buffer with a
-  result of x's dtype, which the float32 tolerance of the hidden tests accepts): full marks.
+  result of x's dtype, which the float32 tolerance of the hidden tests accepts, a float64 result
+  for float32 data): full marks.
 
 Besides them: alice (the model answer), bob (the untouched release), dave edits a test cell,
 erin deletes one, frank has an endless loop, grace's file is not JSON.
@@ -209,6 +210,13 @@ def corr1d(x, k):
 def corr1d(x, k):
     return torch.stack([(x[i:i + len(k)] * k).sum() for i in range(len(x) - len(k) + 1)])
 """),
+    "corr1d_always_float64": ("corr1d", """
+def corr1d(x, k):
+    out = torch.zeros(len(x) - len(k) + 1, dtype=torch.float64)  # more precision than float32 data needs: fine
+    for i in range(len(out)):
+        out[i] = (x[i:i + len(k)] * k).sum()
+    return out
+"""),
     "corr2d_unfold_einsum": ("corr2d", """
 def corr2d(x, k):
     kh, kw = k.shape
@@ -285,7 +293,7 @@ STUDENTS = {  # student -> planted answers (one per function); dave and erin als
     "carol": ["corr1d_flipped", "size_no_plus_one", "pool_stride_one", "conv2d_float32_padding_buffer"],
     "dave": ["corr2d_flipped", "conv2d_returns_zeros", "size_padding_once"],
     "frank": ["corr1d_drops_last", "conv2d_ignores_stride", "pool_endless_loop"],
-    "hank": ["size_true_division", "corr2d_axes_swapped", "pool_max_with_zero"],
+    "hank": ["size_true_division", "corr2d_axes_swapped", "pool_max_with_zero", "corr1d_always_float64"],
     "ivy": ["conv2d_one_sided_padding", "pool_across_channels", "corr1d_float32_buffer"],
     "judy": ["conv2d_float32_buffer", "corr2d_F_conv2d", "size_dlcourse"],
     "kim": ["corr1d_numpy_correlate", "pool_F_max_pool2d", "conv2d_nn_Conv2d"],
