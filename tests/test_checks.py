@@ -145,3 +145,15 @@ def test_check_not_mistake_names_the_mistake_only_when_it_is_made():
         check_not_mistake(torch.tensor(flipped, dtype=torch.float64), flipped, "flips the kernel", name="corr1d")
     check_not_mistake([-3.5, -4.25, -4.0], flipped, "flips the kernel")      # another (wrong or right) answer
     check_not_mistake([1.0, 4.0], flipped, "flips the kernel")               # another shape
+
+
+def test_a_forbidden_module_leaves_what_it_merely_imports_usable():
+    # torch.optim imports Tensor from torch: forbidding torch.optim must not break isinstance checks
+    from torch import Tensor
+
+    def student(x):
+        return isinstance(x, Tensor)
+
+    with references_forbidden("torch.optim", namespace={"Tensor": Tensor}):
+        assert student(torch.zeros(1))
+        assert torch.Tensor is Tensor

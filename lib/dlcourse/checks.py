@@ -90,7 +90,7 @@ def _resolve(target: str):
                         continue
         found = []
         prefix = module.__name__ + "."
-        root = module.__name__.split(".")[0]
+        root = module.__name__
         modules = [module] + [m for name, m in list(sys.modules.items())
                               if name.startswith(prefix) and m is not None]
         for mod in modules:
