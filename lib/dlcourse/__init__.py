@@ -6,6 +6,9 @@ One module per topic, named after the lecture that introduces it:
     dlcourse.rnn        recurrent cells (RNN, LSTM, GRU) in PyTorch's layout (lectures 07-08)
     dlcourse.embeddings a generated corpus, word2vec (skip-gram, CBOW), analogies (lecture 09)
     dlcourse.elmo       a bidirectional LSTM language model and ELMo's layer mix (lecture 09)
+    dlcourse.attention  scaled dot-product and multi-head attention, transformer block, tiny GPT (lecture 10)
+    dlcourse.bert       BERT's masking, next-sentence pairs, parameter count, a tiny BERT (lecture 10)
+    dlcourse.corpus     generated stories for the transformer lecture (lecture 10)
     dlcourse.data       small data sets that ship with the course or a package (no downloads)
     dlcourse.device     where tensors live: CUDA when present, else the CPU
     dlcourse.seeding    reproducible random numbers
