@@ -222,6 +222,17 @@ def test_conv2d_shape_and_values_for_any_stride_and_padding(h, w, kh, kw, sh, sw
     assert_matches_torch(out, F.conv2d(x, weight, stride=(sh, sw), padding=(ph, pw)))
 
 
+@settings(deadline=None, max_examples=40)
+@given(h=sizes, w=sizes, kh=sizes, kw=sizes, c=st.integers(1, 2), o=st.integers(1, 2))
+def test_same_padding_keeps_the_size_for_any_kernel(h, w, kh, kw, c, o):
+    x, weight = randn(1, c, h, w), randn(o, c, kh, kw, seed=1)
+    out = conv.conv2d(x, weight, padding="same")
+    assert out.shape == (1, o, h, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert_matches_torch(out, F.conv2d(x, weight, padding="same"))
+
+
 @settings(deadline=None, max_examples=200)
 @given(n=st.integers(1, 60), k=st.integers(1, 60), s=st.integers(1, 8), p=st.integers(0, 10))
 def test_conv_output_size_counts_window_positions(n, k, s, p):
