@@ -176,3 +176,20 @@ def cell_output(course: Course, student: str, assignment: str, notebook: str, pa
     cell = next(c for c in nb.cells if grade_id(c) == part)
     text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
     return text, [o for o in cell.outputs if o.output_type == "error"]
+
+
+def submit_class(course: Course, assignment: str, notebook: str, planted: dict[str, dict]) -> None:
+    """Submit the class every grading test starts from: `alice` hands in the model answer,
+    `bob` the untouched release, and every other student the model answer with the cells
+    of `planted[student]` (grade_id -> source) replaced."""
+    course.submit("alice", assignment, notebook, solved(course, assignment, notebook))
+    course.submit("bob", assignment, notebook, course.read("exercises", assignment, f"{notebook}.ipynb"))
+    for student, cells in planted.items():
+        course.submit(student, assignment, notebook, solved(course, assignment, notebook, cells))
+
+
+def part_scores(scores: dict, student: str, points: dict) -> dict:
+    """{grade_id: score} of one student's autograded parts (those in `points`); fails clearly
+    when the notebook was not graded at all, so a crash never reads as a row of zeros."""
+    assert scores[student]["graded"], f"{student}'s notebook was not graded"
+    return {k: v for k, v in scores[student]["parts"].items() if k in points}

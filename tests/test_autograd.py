@@ -6,7 +6,6 @@ compared with atol 1e-6: central differences with eps = 1e-6 have truncation err
 O(eps^2) and rounding error about 1e-16 / eps = 1e-10 per unit of |f|.
 """
 import math
-import random
 
 import numpy as np
 import pytest

@@ -7,7 +7,6 @@ space is not used; 1.5 GB, 40 processes per kernel uid), so none of these cases 
 """
 import io
 import json
-import os
 import shutil
 import subprocess
 import zipfile

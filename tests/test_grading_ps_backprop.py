@@ -26,7 +26,7 @@ mistake never costs them (dave's broken mul and power leave XOR and backward int
 """
 import pytest
 
-from nbgrader_harness import cell_output, graded_test_ids, make_course, model_answers, plant, solved
+from nbgrader_harness import cell_output, graded_test_ids, make_course, model_answers, part_scores, plant, submit_class
 
 ASSIGNMENT, NOTEBOOK = "ps_backprop", "backprop"
 POINTS = {"test_add": 1, "test_mul": 1, "test_power": 1, "test_exp": 1, "test_tanh": 1, "test_sigmoid": 1,
@@ -410,19 +410,14 @@ VARIANTS = {"kim": KIM, "leo": LEO}
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
     answers = model_answers(course, ASSIGNMENT, NOTEBOOK)
-    course.submit("alice", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK))
-    course.submit("bob", ASSIGNMENT, NOTEBOOK, course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
-    for student, (mistakes, _) in MISTAKES.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, plant(mistakes, EDITS, WHOLE, answers)))
-    for student, cells in {**VARIANTS, "mia": MIA}.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, cells))
+    planted = {student: plant(mistakes, EDITS, WHOLE, answers) for student, (mistakes, _) in MISTAKES.items()}
+    submit_class(course, ASSIGNMENT, NOTEBOOK, {**planted, **VARIANTS, "mia": MIA})
     autograde = course.autograde(ASSIGNMENT, cell_timeout=60)
     return course, autograde, course.scores(ASSIGNMENT, NOTEBOOK)
 
 
 def parts(scores, student):
-    assert scores[student]["graded"], f"{student}'s notebook was not graded"
-    return {k: v for k, v in scores[student]["parts"].items() if k in POINTS}
+    return part_scores(scores, student, POINTS)
 
 
 def output(course, student, part):

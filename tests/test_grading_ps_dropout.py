@@ -32,7 +32,7 @@ One course, one `nbgrader autograde` call. The tests of the tests:
 """
 import pytest
 
-from nbgrader_harness import grade_id, graded_test_ids, make_course, solved
+from nbgrader_harness import grade_id, graded_test_ids, make_course, part_scores, submit_class
 
 ASSIGNMENT, NOTEBOOK = "ps_dropout", "dropout"
 POINTS = {"test_dropout_train": 2, "test_dropout_eval": 1, "test_dropout_backward": 2,
@@ -255,19 +255,16 @@ def expected_parts(student):
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    course.submit("alice", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK))
-    course.submit("bob", ASSIGNMENT, NOTEBOOK, course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
+    class_ = {student: {TABLE[name][0]: TABLE[name][1] for name in names} for student, names in STUDENTS.items()}
     for student, names in STUDENTS.items():
-        overrides = {TABLE[name][0]: TABLE[name][1] for name in names}
-        assert len(overrides) == len(names), f"{student}: two answers for one function"
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, overrides))
+        assert len(class_[student]) == len(names), f"{student}: two answers for one function"
+    submit_class(course, ASSIGNMENT, NOTEBOOK, class_)
     course.autograde(ASSIGNMENT)
     return course, course.scores(ASSIGNMENT, NOTEBOOK)
 
 
 def parts(scores, student):
-    assert scores[student]["graded"], f"{student}'s notebook was not graded"
-    return {k: v for k, v in scores[student]["parts"].items() if k in POINTS}
+    return part_scores(scores, student, POINTS)
 
 
 def cell_output(course, student, gid):

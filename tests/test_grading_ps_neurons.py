@@ -24,7 +24,7 @@ The written answer (Part 5) is graded by hand; its key's numbers are checked in 
 """
 import pytest
 
-from nbgrader_harness import cell_output, graded_test_ids, make_course, model_answers, plant, solved
+from nbgrader_harness import cell_output, graded_test_ids, make_course, model_answers, part_scores, plant, submit_class
 
 ASSIGNMENT, NOTEBOOK = "ps_neurons", "neurons"
 POINTS = {"test_cross_entropy": 3, "test_gradient": 3, "test_square_loss": 1, "test_cross_entropy_probs": 1,
@@ -222,21 +222,15 @@ REFERENCE_CALLERS = {"ivan": (IVAN, ["test_cross_entropy", "test_gradient", "tes
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
     answers = model_answers(course, ASSIGNMENT, NOTEBOOK)
-    course.submit("alice", ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK))
-    course.submit("bob", ASSIGNMENT, NOTEBOOK, course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb"))
-    for student, (mistakes, _) in MISTAKES.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, plant(mistakes, EDITS, WHOLE, answers)))
-    for student, cells in VARIANTS.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, cells))
-    for student, (cells, _) in REFERENCE_CALLERS.items():
-        course.submit(student, ASSIGNMENT, NOTEBOOK, solved(course, ASSIGNMENT, NOTEBOOK, cells))
+    planted = {student: plant(mistakes, EDITS, WHOLE, answers) for student, (mistakes, _) in MISTAKES.items()}
+    callers = {student: cells for student, (cells, _) in REFERENCE_CALLERS.items()}
+    submit_class(course, ASSIGNMENT, NOTEBOOK, {**planted, **VARIANTS, **callers})
     autograde = course.autograde(ASSIGNMENT, cell_timeout=60)
     return course, autograde, course.scores(ASSIGNMENT, NOTEBOOK)
 
 
 def parts(scores, student):
-    assert scores[student]["graded"], f"{student}'s notebook was not graded"
-    return {k: v for k, v in scores[student]["parts"].items() if k in POINTS}
+    return part_scores(scores, student, POINTS)
 
 
 def output(course, student, part):

@@ -88,7 +88,6 @@ def _fake_python(folder: Path, name: str, suitable: bool) -> None:
     ([], None),                                          # none: a clear error, not a traceback
 ])
 def test_make_picks_the_newest_suitable_python(tmp_path, suitable, chosen):
-    import os
     import shutil
     import subprocess
 
