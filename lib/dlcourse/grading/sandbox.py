@@ -131,6 +131,10 @@ def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs
     inside the sandbox (for callers that could not put it on a size-limited tmpfs themselves)."""
     tree = _Tree()
     tree.args += ["--dev", "/dev", "--proc", "/proc"]
+    # an empty /tmp that only root could write: the kernel's TMPDIR is its scratch folder. It is
+    # mounted first, so that what is bound below it (a course checked out under /tmp, scratch)
+    # lands on top of it instead of being hidden by it.
+    tree.add("--tmpfs", "/tmp", before=["--perms", "0755", "--size", str(2**20)])
     for name in SYSTEM:
         p = Path(name)
         if p.is_symlink():  # merged /usr: /bin -> usr/bin
@@ -142,8 +146,6 @@ def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs
             tree.add("--ro-bind", Path("/etc") / name, source=Path("/etc") / name)
     for p in readable_paths():
         tree.add("--ro-bind", p, source=p)
-    # an empty /tmp that only root could write: the kernel's TMPDIR is its scratch folder
-    tree.add("--tmpfs", "/tmp", before=["--perms", "0755", "--size", str(2**20)])
     if scratch_tmpfs_mb > 0:
         tree.add("--tmpfs", scratch, before=["--perms", "1777", "--size", str(scratch_tmpfs_mb * 2**20)])
     else:
