@@ -33,14 +33,3 @@ def assert_matches_torch(ours: torch.Tensor, theirs: torch.Tensor, atol: float =
         raise AssertionError(f"{what}: {int((~close).sum())} of {close.size} entries differ from torch; "
                              f"first at {first}: ours {a[first]!r}, torch {b[first]!r} (atol={atol}, rtol={rtol})")
 
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one CPU thread (use: `pytestmark = pytest.mark.usefixtures("one_thread")`
-    after `from helpers import one_thread`). Tiny models gain nothing from several threads, and on
-    a busy machine the threads wait for each other: a 16-step LSTM training took 7 s on two
-    threads and 0.15 s on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlcourse import elmo, rnn
-from helpers import DEVICES, assert_matches_torch, one_thread  # noqa: F401 (fixture)
+from helpers import DEVICES, assert_matches_torch
 
 SENTENCES = [[0, 1, 2, 3], [4, 2], [5, 5, 1, 0, 3, 2], [1]]
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlcourse import embeddings as E
-from helpers import DEVICES, assert_matches_torch, one_thread  # noqa: F401 (fixture)
+from helpers import DEVICES, assert_matches_torch
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
