@@ -110,3 +110,19 @@ def test_top_windows_finds_the_ngram_a_filter_was_built_for():
     best = text.top_windows(model, ids, vocab, window=2, filter=0, top=2)
     assert best[0].ngram == "not good" and best[0].activation == pytest.approx(torch.tanh(torch.tensor(1.0)).item())
     assert best[0].sentence == 0 and best[1].activation < best[0].activation
+
+
+def test_same_ngram_sets_give_the_same_pooled_vector():
+    a = "at first it was good they said but later it was awful they said".split()
+    b = "at first it was awful they said but later it was good they said".split()
+    assert all(text.ngram_set(a, n) == text.ngram_set(b, n) for n in (1, 2, 3))
+    assert text.ngram_set(a, 4) != text.ngram_set(b, 4)
+    assert text.ngram_set(["x"], 2) == {(text.PAD, "x"), ("x", text.PAD)}
+    vocab = text.Vocabulary.from_sentences([a])
+    torch.manual_seed(0)
+    narrow, wide = text.TextCNN(len(vocab), windows=(1, 3)), text.TextCNN(len(vocab), windows=(4,))
+    ids = vocab.encode_batch([a, b], pad_each_side=1)
+    with torch.no_grad():
+        assert torch.allclose(narrow.pooled(ids)[0], narrow.pooled(ids)[1], atol=1e-6)
+        columns = [{tuple(col.round(decimals=5).tolist()) for col in o.T} for o in wide.feature_maps(ids)[0]]
+    assert columns[0] != columns[1]  # a window of 4 sees "later it was good" vs "later it was awful"

@@ -89,7 +89,9 @@ def make_sentiment_corpus(n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS,
         adj = pick(POSITIVE if positive else NEGATIVE)
         subject, verb = pick(SUBJECTS), pick(VERBS)
         if kind == "distant_negation":
-            core = pick(DISTANT_NEGATIONS).format(subject=subject, verb=verb, adj=adj)
+            # the same endings as the other kinds: where the sentence stops says nothing about its label
+            core = " ".join(w for w in (pick(DISTANT_NEGATIONS).format(subject=subject, verb=verb, adj=adj),
+                                        pick(CLOSERS)) if w)
         else:
             middle = {"plain": "", "intensified": pick(INTENSIFIERS), "negated": "not",
                       "negated_intensified": "not " + pick(INTENSIFIERS)}[kind]
@@ -140,6 +142,14 @@ class Vocabulary:
             raise ValueError("a sentence has no words; every sentence needs at least one token")
         length = max(min_len, max(len(r) for r in rows))
         return torch.tensor([r + [0] * (length - len(r)) for r in rows], dtype=torch.long)
+
+
+def ngram_set(tokens, n: int, pad: int = 1) -> set[tuple[str, ...]]:
+    """The distinct n-grams of a sentence with `pad` PAD words on each side (windows made only
+    of PAD left out). A text CNN with max-over-time pooling sees a sentence only through this
+    set, for each of its window sizes: two sentences with the same sets get the same output."""
+    words = [PAD] * pad + list(tokens) + [PAD] * pad
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)} - {(PAD,) * n}
 
 
 # --------------------------------------------------------------------- one layer by hand
