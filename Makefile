@@ -43,8 +43,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
+# JupyterLab's settings ship with the course (jupyter/lab/settings/overrides.json: no news pop-up,
+# Markdown opens rendered); its state (workspaces, runtime files, caches) stays in .jupyter-state/,
+# so nothing is written into the home directory. It opens on START.md.
+LAB_STATE := $(CURDIR)/.jupyter-state
+LAB_ENV := env JUPYTER_CONFIG_DIR="$(LAB_STATE)/config" JUPYTER_DATA_DIR="$(LAB_STATE)/data" JUPYTER_RUNTIME_DIR="$(LAB_STATE)/runtime" IPYTHONDIR="$(LAB_STATE)/ipython" npm_config_cache="$(LAB_STATE)/npm"
+LAB_SETTINGS := --LabApp.app_settings_dir="$(CURDIR)/jupyter/lab/settings" --LabApp.user_settings_dir="$(LAB_STATE)/lab/user-settings" --LabApp.workspaces_dir="$(LAB_STATE)/lab/workspaces" --LabApp.default_url=/lab/tree/START.md
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" $(ROOT_FLAG) $(LAB_ARGS)
+	$(LAB_ENV) $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" $(LAB_SETTINGS) $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
@@ -71,4 +78,4 @@ outputs: $(STAMP)
 	$(BIN)/python -m dlcourse.notebooks execute lectures/*.ipynb solutions/*/*.ipynb
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db
+	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db .jupyter-state
