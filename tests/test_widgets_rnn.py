@@ -75,3 +75,34 @@ def test_explorer_builds_and_moving_the_slider_changes_the_view(model):
     assert "step 0 (1)" in first
     slider.value = 5
     assert "step 5 (8)" in summary.value and summary.value != first
+
+
+# ------------------------------------------------------------ lecture 07: gradients through time
+def test_bptt_norms_of_a_linear_rnn_scale_by_s_per_step():
+    from dlcourse.widgets.rnn import bptt_norms
+
+    for s in (0.5, 1.0, 1.3):
+        norms = bptt_norms(s, 20, "linear")
+        assert norms.shape == (21,)
+        assert torch.allclose(norms[20], s ** 20 * norms[0], rtol=1e-9)   # orthogonal W_hh: exactly s per step
+    assert bptt_norms(0.5, 30, "tanh")[-1] < bptt_norms(0.5, 30, "linear")[-1]   # tanh' <= 1 shrinks it further
+    with pytest.raises(ValueError, match="nonlinearity"):
+        bptt_norms(1.0, 5, "sigmoid")
+
+
+def test_bptt_explorer_controls_move_it():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dlcourse.widgets.rnn import bptt_explorer
+
+    w = bptt_explorer(scale=0.5, steps=40, nonlinearity="linear")
+    (scale, steps, kind), line = w.children[0].children, w.children[1]
+    assert "dlcourse-widget" in w._dom_classes
+    assert f"{0.5 ** 40:.2e}" in line.value and "vanishes" in line.value
+    scale.value = 1.5
+    assert "explodes" in line.value
+    steps.value = 10
+    assert f"{1.5 ** 10:.2e}" in line.value
+    kind.value = "tanh"
+    assert "explodes" not in line.value or f"{1.5 ** 10:.2e}" not in line.value

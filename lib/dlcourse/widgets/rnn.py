@@ -126,3 +126,70 @@ def gate_explorer(trace: LSTMTrace, units=None):
     slider.observe(lambda change: show(change["new"]), names="value")
     show(0)
     return widgets.VBox([widgets.HBox([play, slider]), summary, picture])
+
+
+# ------------------------------------------------------------ lecture 07: gradients through time
+def bptt_norms(scale: float, steps: int, nonlinearity: str = "tanh", hidden: int = 16, seed: int = 4) -> torch.Tensor:
+    """||dL/dh_t|| by distance T - t (index 0 = the last state), for an RNN with W_ih = I and
+    W_hh = scale * Q (Q a seeded random orthogonal matrix), inputs 0.5 N(0, 1), L = sum(h_T).
+    nonlinearity: "tanh" (the RNN of the lecture), "relu" or "linear". Returns (steps + 1,)."""
+    from dlcourse.rnn import rnn_cell, state_gradient_norms
+
+    if nonlinearity not in ("tanh", "relu", "linear"):
+        raise ValueError(f"nonlinearity must be 'tanh', 'relu' or 'linear', got {nonlinearity!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(hidden, hidden, generator=g, dtype=torch.float64))
+    xs = 0.5 * torch.randn(steps, 1, hidden, generator=g, dtype=torch.float64)
+    w_ih, w_hh = torch.eye(hidden, dtype=torch.float64), scale * q
+    h0 = torch.zeros(1, hidden, dtype=torch.float64)
+    if nonlinearity == "linear":
+        def step(x_t, h):
+            return x_t @ w_ih.T + h @ w_hh.T
+    else:
+        def step(x_t, h):
+            return rnn_cell(x_t, h, w_ih, w_hh, nonlinearity=nonlinearity)
+    return state_gradient_norms(step, xs, h0).flip(0)
+
+
+def bptt_summary(norms: torch.Tensor) -> str:
+    ratio = (norms[-1] / norms[0]).item()
+    verdict = "vanishes" if ratio < 1e-3 else "explodes" if ratio > 1e3 else "survives"
+    return (f"|dL/dh| at distance {len(norms) - 1} is {ratio:.2e} times its value at the last step: "
+            f"the gradient {verdict}")
+
+
+def bptt_explorer(scale: float = 1.0, steps: int = 40, nonlinearity: str = "tanh"):
+    """Sliders for the scale of W_hh and the length T, a dropdown for the non-linearity:
+    the gradient's norm against the distance back in time (log scale)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    scale_slider = widgets.FloatSlider(value=scale, min=0.1, max=2.0, step=0.05, description="scale s",
+                                       continuous_update=False)
+    steps_slider = widgets.IntSlider(value=steps, min=5, max=100, description="steps T", continuous_update=False)
+    kind = widgets.Dropdown(options=["tanh", "relu", "linear"], value=nonlinearity, description="h = f(...)")
+    line = widgets.HTML()
+    picture = widgets.Output()
+
+    def show(_change=None) -> None:
+        norms = bptt_norms(scale_slider.value, steps_slider.value, kind.value)
+        line.value = bptt_summary(norms)
+        with picture:
+            picture.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(6, 2.8))
+            ax.semilogy(norms.numpy())
+            ax.set_xlabel("distance T - t")
+            ax.set_ylabel("|dL/dh_t|")
+            ax.set_title(f"W_hh = {scale_slider.value:.2f} x orthogonal, {kind.value}", fontsize=9)
+            display(fig)
+            plt.close(fig)
+
+    for control in (scale_slider, steps_slider, kind):
+        control.observe(show, names="value")
+    show()
+    container = widgets.VBox([widgets.HBox([scale_slider, steps_slider, kind]), line, picture])
+    container.add_class("dlcourse-widget")
+    return container
