@@ -8,6 +8,7 @@
 #                                 the whole batch: register, sandboxed parallel autograde,
 #                                 feedback, grades/<assignment>/grades.csv and report.html
 #   make outputs                  re-execute lectures and solutions to refresh stored outputs
+#   make site                     the lectures as a static web site in site/ (stored outputs, offline)
 
 # The newest Python 3.11-3.13 found on PATH (each candidate is run, not just looked up);
 # `make PYTHON=/path/to/python3.12 ...` overrides. An existing .venv is reused as it is.
@@ -29,7 +30,7 @@ PYTEST_ARGS ?=
 # nbgrader calls `alembic` (and the kernel `python`) by name: put the venv first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lab test release autograde feedback grade outputs clean
+.PHONY: install lab test release autograde feedback grade outputs site clean
 
 install: $(STAMP)
 
@@ -77,5 +78,11 @@ grade: $(STAMP)
 outputs: $(STAMP)
 	$(BIN)/python -m dlcourse.notebooks execute lectures/*.ipynb solutions/*/*.ipynb
 
+# The lectures as a static HTML site (Sphinx + MyST-NB, website/conf.py): stored outputs, nothing executed.
+SITE ?= site
+site: $(STAMP)
+	$(BIN)/python -m sphinx -b html -q -E -c website . "$(SITE)"
+	@echo "open $(SITE)/index.html"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db .jupyter-state
+	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db .jupyter-state site
