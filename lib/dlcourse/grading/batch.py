@@ -9,7 +9,7 @@ run     (`_Runner`) autograde each Job in a forked worker (own session, own uid,
         kernel with rlimits, a scratch tmpfs and a memory cgroup); the main process stops a worker
         that overruns its wall-clock budget and a kernel whose processes hit the memory cap; every
         slot is given back through `_Runner._release`
-finish  (`_Runner._finish`) scores or a Failure's reason into the student's row; feedback (hidden
+finish  (`_Finisher`) scores or a Failure's reason into the student's row; feedback (hidden
         tests stay hidden) was written by the worker; grades.csv and the report at the end
 
 The row of each student is saved to state.json as soon as it is known, so a crash or Ctrl-C
@@ -55,6 +55,7 @@ class Settings:
     duedate: str | None = None
     feedback: bool = True
     output: Path | None = None  # default: <course>/grades/<assignment>
+    scheduler: str | None = None  # a Dask scheduler (tcp://HOST:8786): grade on its workers (None: here)
 
 
 def _config(root: Path, db_url: str | None):
@@ -198,6 +199,7 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     limits.scratch_mb seen by this worker alone (as root), or scratch is a tmpfs of that size
     inside the sandbox (otherwise); cgroup_procs: the kernel's memory cgroup ('' for none)."""
     os.setsid()
+    _die_with_parent()
     quota = private_tmpfs(work / "box", settings.limits.scratch_mb)
     _log_to(log_path)
     outcome = {"success": False, "failure": Failure.WORKER_DIED.name, "reason": "the grading worker stopped unexpectedly"}
@@ -229,6 +231,21 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     tmp.write_text(json.dumps(outcome))
     os.replace(tmp, result_path)
     os._exit(0)
+
+
+def _die_with_parent() -> None:
+    """Stop this worker (and, through bubblewrap's --die-with-parent, its kernel) as soon as the
+    process that started it is gone: a Dask worker killed mid-batch leaves no grader behind that
+    could still write this student's grades while the student is graded again elsewhere."""
+    import threading
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 class _StopSignals(list):
@@ -368,6 +385,8 @@ class Outcome:
     integrity: list = field(default_factory=list)
     retry: bool = False
     final: bool = True
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)  # e.g. the second try after a dead kernel (from a remote worker)
 
 
 def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs: dict, state: dict, save) -> list[Job]:
@@ -408,11 +427,12 @@ def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs:
 class _Runner:
     """Runs jobs in `settings.workers` slots: start, watch (budget, memory cap), release, finish."""
 
-    def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, save, bar):
+    def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork"):
+        """done(job, outcome): called once per job with its final Outcome (`_Finisher` or a Dask task's)."""
         import multiprocessing
         self.root, self.assignment, self.settings, self.url, self.logs = root, assignment, settings, url, logs
-        self.save, self.bar = save, bar
-        self.ctx = multiprocessing.get_context("fork")
+        self.done = done
+        self.ctx = multiprocessing.get_context(start_method)
         self.uids, self.uid_locks = _claim_uids(settings.workers)
         self.work_root = Path(tempfile.mkdtemp(prefix="dlg-"))
         self.work_root.chmod(0o711)  # the kernels' uids pass through to their own (private) scratch folders
@@ -438,7 +458,8 @@ class _Runner:
                         job.row["notes"].append("the kernel died on the first try; graded a second time")
                         todo.insert(0, job)
                     else:
-                        self._finish(job, outcome)
+                        outcome.seconds = round(time.monotonic() - job.started, 2)  # this student's last attempt
+                        self.done(job, outcome)
         finally:
             for job in list(self.running.values()):
                 self._release(job)
@@ -503,7 +524,18 @@ class _Runner:
         del self.running[job.slot]
         self.free.append(job.slot)
 
-    def _finish(self, job: Job, outcome: Outcome) -> None:
+
+
+@dataclass
+class _Finisher:
+    """Scores (or a Failure's reason) into the student's row, saved to state.json at once."""
+    root: Path
+    assignment: str
+    url: str
+    save: object
+    bar: object
+
+    def __call__(self, job: Job, outcome: "Outcome", worker: str = "local") -> None:
         row = job.row
         if outcome.success:
             row.update(_scores(self.url, self.assignment, job.student))
@@ -512,7 +544,9 @@ class _Runner:
             row["notes"] += _cell_notes(self.root, self.assignment, job.student)
         else:
             row.update(status="failed", reason=outcome.reason, final=outcome.final)
-        row["seconds"] = round(time.monotonic() - job.started, 2)  # wall time of this student's grading
+        row["notes"] += [n for n in outcome.notes if n not in row["notes"]]
+        row["seconds"] = outcome.seconds  # wall time of this student's grading
+        row["worker"] = worker
         self.save(job.student, row)
         self.bar.update(1)
 
@@ -551,8 +585,13 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     todo = _plan(root, assignment, found, notebooks, source_nbs, state, save)
     bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
     stop = _catch_stop_signals()
+    finish = _Finisher(root, assignment, url, save, bar)
     try:
-        _Runner(root, assignment, settings, url, out / "logs", save, bar).run(todo, stop)
+        if settings.scheduler:
+            from dlcourse.grading.cluster import run_on_cluster
+            run_on_cluster(settings.scheduler, root, assignment, settings, url, out / "logs", todo, finish, stop)
+        else:
+            _Runner(root, assignment, settings, url, out / "logs", finish).run(todo, stop)
     finally:
         bar.close()
         stop.restore()

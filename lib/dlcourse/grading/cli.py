@@ -7,6 +7,7 @@ Run it in the course root (or pass --course-dir). Exit status: 0 when every stud
 130 when stopped by Ctrl-C or SIGTERM (what was graded is kept; the next run finishes the job).
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duedate", type=_due_date, help="due date, e.g. '2025-03-01 17:00' (UTC)")
     p.add_argument("--db-url", help="gradebook URL (default: nbgrader_config.py's)")
     p.add_argument("--output", help="folder for grades.csv and the report (default grades/<assignment>)")
+    p.add_argument("--scheduler", default=os.environ.get("DLCOURSE_DASK_SCHEDULER") or None,
+                   help="a Dask scheduler, e.g. tcp://HOST:8786: each submission is graded on one of its workers "
+                        "(default: $DLCOURSE_DASK_SCHEDULER, else here)")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
     p.add_argument("--unsandboxed", action="store_true",
                    help="grade without bubblewrap (kernels can read the instructor's files!)")
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
         return 2
     settings = Settings(budget=args.budget, workers=args.workers,
                         sandbox=not args.unsandboxed, db_url=args.db_url, duedate=args.duedate,
-                        feedback=not args.no_feedback, output=Path(args.output).resolve() if args.output else None,
+                        feedback=not args.no_feedback, scheduler=args.scheduler, output=Path(args.output).resolve() if args.output else None,
                         limits=Limits(memory_mb=args.memory_mb, processes=args.processes, cpu_seconds=args.cpu_seconds,
                                       total_memory_mb=args.total_memory_mb, scratch_mb=args.scratch_mb))
     if args.cell_timeout is not None:

@@ -2,7 +2,8 @@
 
 grades.csv: one row per student: student, status (graded / late / failed), score, max_score,
 one column per graded part, awaiting_manual_grading, reason (why a submission failed, or what
-was repaired) and flags (grading hooks the submission touched: review these by hand). A failed
+was repaired), flags (grading hooks the submission touched: review these by hand) and worker
+(where it was graded: a Dask worker's address, `local`, or empty when it never ran). A failed
 student has an empty score, never a silent 0.
 
 A manually graded part (a written answer) that no human has graded yet reads "awaiting manual
@@ -83,7 +84,8 @@ PAGE = """<html><head><meta charset="utf-8"><title>{{ assignment }} report</titl
 def write_csv(path: Path, rows: list[dict], parts: list[str]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "status", "score", "max_score", *parts, "awaiting_manual_grading", "reason", "flags"])
+        w.writerow(["student", "status", "score", "max_score", *parts, "awaiting_manual_grading", "reason", "flags",
+                    "worker"])
         for r in rows:
             graded = is_graded(r)
             pending = r.get("pending", []) if graded else []
@@ -91,7 +93,7 @@ def write_csv(path: Path, rows: list[dict], parts: list[str]) -> None:
             w.writerow([r["student"], r["status"],
                         f"{r['score']:g}" if graded else "", f"{r['max_score']:g}" if graded else "",
                         *[(AWAITING if p in pending else f"{r['parts'].get(p, 0):g}") if graded else "" for p in parts],
-                        " ".join(pending), reason, "; ".join(r.get("flags", []))])
+                        " ".join(pending), reason, "; ".join(r.get("flags", [])), r.get("worker", "")])
 
 
 def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sandboxed: bool = True) -> None:

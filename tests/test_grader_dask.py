@@ -1,0 +1,192 @@
+"""The batch grader on a Dask cluster: the same rows as a local run, and nothing lost when a worker dies.
+
+A real `dask scheduler` and two `dask worker` processes (the project's environment, 127.0.0.1, free
+ports) are started by a module fixture and killed in its teardown whatever happens; a LocalCluster
+test runs the workers as threads of this process. Each grades the same mixed class of the tiny
+assignment (honest, wrong, hostile, broken) into its own copy of the course, and every row of
+grades.csv / state.json must equal the local run's, apart from the worker that graded it.
+"""
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
+from nbgrader_harness import Course, solved
+from system_packages import ensure_debian_packages
+
+from dlcourse.grading.batch import Settings, grade_batch
+from dlcourse.grading.sandbox import Limits
+
+distributed = pytest.importorskip("distributed", reason="needs distributed (the dev extra)")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SUBMISSIONS = {  # student: solution overrides (None: the model answer); "broken": not a notebook at all
+    "honest": None,
+    "wrong": {"add": "def add(a, b):\n    return a - b"},
+    "hostile": {"add": "class Always:\n    def __eq__(self, other):\n        return True\n"
+                       "def add(a, b):\n    return Always()\n"},
+    "broken": "broken",
+    "late": {"mean": "def mean(xs):\n    return 0"},
+}
+VOLATILE = ("seconds", "worker")  # what may differ between two runs of the same class
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_course(root: Path) -> Course:
+    """A fresh course with the tiny assignment released (its own gradebook, feedback and grades)."""
+    root.mkdir(parents=True)
+    (root / "nbgrader_config.py").write_text((REPO / "nbgrader_config.py").read_text())
+    write_source(root)
+    course = Course(root)
+    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)
+    return course
+
+
+def write_class(course: Course, folder: Path) -> Path:
+    """The class's submissions, written once: every run grades the very same files."""
+    for student, overrides in SUBMISSIONS.items():
+        (folder / student).mkdir(parents=True)
+        target = folder / student / f"{NOTEBOOK}.ipynb"
+        if overrides == "broken":
+            target.write_text('{"cells": [ this is not JSON')
+        else:
+            nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK, overrides), target)
+    return folder
+
+
+def grade(root: Path, folder: Path, scheduler=None) -> dict:
+    settings = Settings(cell_timeout=5, budget=60, workers=2, feedback=True, scheduler=scheduler,
+                        limits=Limits(memory_mb=1536, processes=40, cpu_seconds=60))
+    rows = grade_batch(root, ASSIGNMENT, folder, settings, progress=False)
+    return {r["student"]: r for r in rows}
+
+
+def csv_rows(root: Path) -> dict:
+    with open(root / "grades" / ASSIGNMENT / "grades.csv") as f:
+        return {r["student"]: r for r in csv.DictReader(f)}
+
+
+def stable(rows: dict) -> dict:
+    return {s: {k: v for k, v in r.items() if k not in VOLATILE} for s, r in rows.items()}
+
+
+def gradebook_students(root: Path) -> list[str]:
+    """Students with a submission of the assignment in the course's gradebook (each must appear once)."""
+    import sqlite3
+    with sqlite3.connect(root / "gradebook.db") as db:
+        return sorted(s for (s,) in db.execute(
+            "SELECT student.id FROM submitted_assignment JOIN student ON student.id = submitted_assignment.student_id"
+            " JOIN assignment ON assignment.id = submitted_assignment.assignment_id WHERE assignment.name = ?",
+            (ASSIGNMENT,)))
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The class graded here, without Dask: the rows every cluster run must reproduce."""
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    course = make_course(tmp_path_factory.mktemp("local") / "course")
+    root, folder = course.root, write_class(course, tmp_path_factory.mktemp("class"))
+    rows = grade(root, folder)
+    full = sum(POINTS.values())
+    assert {s: rows[s].get("score") for s in ("honest", "wrong", "late")} == \
+        {"honest": full, "wrong": full - POINTS["test_add"], "late": full - POINTS["test_mean"]}, rows
+    assert rows["hostile"]["flags"] and rows["broken"]["status"] == "failed", rows
+    assert {r["worker"] for r in csv_rows(root).values() if r["status"] != "failed"} == {"local"}
+    return folder, rows
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1; yields (address, {worker address: pid})."""
+    env = dict(os.environ, PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = []
+    try:
+        procs.append(subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                       "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+        for _ in range(2):
+            procs.append(subprocess.Popen([BIN / "dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                                           "--nworkers", "1", "--no-nanny", "--no-dashboard"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        with distributed.Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+            pids = client.run(os.getpid)  # {worker address: its process id}
+        yield address, pids
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def test_scheduler_and_two_workers_grade_every_row_as_a_local_run(tmp_path, local_run, cluster):
+    address, pids = cluster
+    folder, local = local_run
+    root = make_course(tmp_path / "course").root
+    rows = grade(root, folder, scheduler=address)
+    assert stable(rows) == stable(local)
+    table = csv_rows(root)
+    assert sorted(table) == sorted(SUBMISSIONS)
+    ran = {s: r["worker"] for s, r in table.items() if s != "broken"}
+    assert set(ran.values()) <= set(pids), ran  # each graded on one of the cluster's workers, named in the CSV
+    assert table["broken"]["worker"] == "", "a notebook rejected before grading ran nowhere"
+    assert gradebook_students(root) == sorted(s for s in SUBMISSIONS if s != "broken")
+    assert (root / "feedback" / "honest" / ASSIGNMENT / f"{NOTEBOOK}.html").exists()
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(tmp_path, local_run, cluster):
+    address, pids = cluster
+    folder, local = local_run
+    root = make_course(tmp_path / "course").root
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(rows=grade(root, folder, scheduler=address)))
+    thread.start()
+    victim, doomed = None, []
+    with distributed.Client(address, timeout=30, set_as_default=False) as client:
+        deadline = time.monotonic() + 40
+        while victim is None and time.monotonic() < deadline:  # kill a worker as soon as a student starts on it
+            for worker, keys in client.processing().items():
+                started = [k for k in keys if (root / "grades" / ASSIGNMENT / "logs" / f"{k.split('-')[-2]}.log").exists()]
+                if started:
+                    victim, doomed = worker, [k.split("-")[-2] for k in keys]
+                    os.kill(pids[worker], signal.SIGKILL)
+                    break
+            time.sleep(0.05)
+    thread.join(90)
+    assert victim is not None, "no submission started on a worker"
+    assert not thread.is_alive() and "rows" in result
+    rows = result["rows"]
+    assert stable(rows) == stable(local)  # nothing lost, nothing graded differently
+    table = csv_rows(root)
+    assert sorted(table) == sorted(SUBMISSIONS)
+    for student in doomed:  # those the dead worker held were graded by the other one
+        assert table[student]["worker"] not in ("", victim), (student, table[student])
+    assert gradebook_students(root) == sorted(s for s in SUBMISSIONS if s != "broken")  # each student once
+
+
+def test_local_cluster_grades_every_row_as_a_local_run(tmp_path, local_run):
+    folder, local = local_run
+    root = make_course(tmp_path / "course").root
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, scheduler_port=0,
+                                  dashboard_address=":0") as lc:  # workers: threads here (inproc://)
+        rows = grade(root, folder, scheduler=lc.scheduler_address)
+        workers = set(lc.scheduler_info["workers"])
+    assert stable(rows) == stable(local)
+    assert {r["worker"] for s, r in rows.items() if s != "broken"} <= workers
