@@ -1,18 +1,20 @@
-"""Benchmark the batch grader: a synthetic class of ps_convolution submissions at 1 and N workers.
+"""Benchmark the batch grader against stock nbgrader on the same ps_convolution submissions, in one run.
 
-    .venv/bin/python benchmarks/grade_benchmark.py --count 100 --workers 2
+    .venv/bin/python benchmarks/grade_benchmark.py --count 12
 
-Mixes correct, wrong (flipped kernel), untouched and hostile (endless loop, os._exit, an IPython
-AST transformer that deletes asserts) submissions, grades them twice in a fresh temporary course
-(1 worker, then N) and prints submissions per minute and the speed-up. It also runs the model
-answer plainly (nbclient, no grader) and prints the grader's overhead per well-behaved
-submission: its mean grading time in the 1-worker run minus that plain execution time.
-Not a test: the numbers depend on the machine.
+Stock nbgrader: `nbgrader autograde` then `nbgrader generate_feedback` (sequential, no sandbox) in
+a fresh temporary course. Then `make grade`'s engine (`grade_batch` with the CLI's defaults:
+sandbox, every defence, feedback) on the same files in another fresh course. Prints both times,
+submissions per minute, the ratio, whether the scores agree, where a submission's time goes (kernel
+start, imports, execution, nbgrader's bookkeeping, feedback; means over the graded submissions)
+and the peak memory of a grading worker and of its kernel. `--mix` grades a mixed class instead
+(correct, wrong, untouched, hostile: endless loop, os._exit, an AST transformer deleting asserts).
+Not a test: the numbers depend on the machine and on its load.
 """
-import statistics
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,67 +43,104 @@ VARIANTS = {
                            "def corr1d(x, k):\n    return x[:len(x) - len(k) + 1]"},
 }
 MIX = ["correct"] * 6 + ["flipped", "noassert", "release", "loop"]  # every 25th: os._exit
+STAGES = ("kernel_start", "imports", "execution", "bookkeeping", "feedback")
 
 
-def kind_of(i: int) -> str:
+def kind_of(i: int, mix: bool) -> str:
+    if not mix:
+        return "correct"
     return MIX[i % len(MIX)] if i % 25 else "exit"
 
 
-def plain_seconds(course, repeats: int = 3) -> float:
-    """Median wall time of running the model answer top to bottom with nbclient (no grader)."""
-    from nbclient import NotebookClient
-    times = []
-    for _ in range(repeats):
-        nb = solved(course, ASSIGNMENT, NOTEBOOK)
-        start = time.monotonic()
-        NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(course.root)}}).execute()
-        times.append(time.monotonic() - start)
-    return statistics.median(times)
+def fresh_course(path: Path):
+    path.mkdir(parents=True)
+    return make_course(path, [ASSIGNMENT])
 
 
-def run(count: int, workers: int, cell_timeout: int) -> tuple[float, float, float]:
-    """(elapsed seconds, mean grading seconds of a correct submission, plain execution seconds)"""
-    with tempfile.TemporaryDirectory(prefix="grade-bench-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "course").mkdir()
-        course = make_course(tmp / "course", [ASSIGNMENT])
-        folder = tmp / "subs"
-        for i in range(count):
-            kind = kind_of(i)
-            nb = course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb") if VARIANTS[kind] == "release" \
-                else solved(course, ASSIGNMENT, NOTEBOOK, VARIANTS[kind])
-            (folder / f"s{i:03d}").mkdir(parents=True)
-            nbformat.write(nb, folder / f"s{i:03d}" / f"{NOTEBOOK}.ipynb")
-        settings = Settings(cell_timeout=cell_timeout, budget=120, workers=workers, feedback=True)
-        start = time.monotonic()
-        rows = grade_batch(course.root, ASSIGNMENT, folder, settings)
-        elapsed = time.monotonic() - start
-        counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "failed")}
-        print(f"{workers} worker(s): {count} submissions in {elapsed:.1f} s = {count / elapsed * 60:.1f} per minute {counts}")
-        for kind in VARIANTS:
-            mine = [r for r in rows if kind_of(int(r["student"][1:])) == kind]
-            scores = [r["score"] for r in mine if r["status"] != "failed"]
-            print(f"  {kind:9s} {len(mine):3d} submissions, {len(mine) - len(scores)} failed, "
-                  f"mean score {statistics.mean(scores) if scores else float('nan'):.1f} of {rows[0].get('max_score') or 13:g}")
-        correct = [r["seconds"] for r in rows if kind_of(int(r["student"][1:])) == "correct"]
-        plain = plain_seconds(course) if workers == 1 else float("nan")
-        return elapsed, statistics.mean(correct), plain
+def write_class(course, folder: Path, count: int, mix: bool) -> None:
+    for i in range(count):
+        kind = kind_of(i, mix)
+        nb = course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb") if VARIANTS[kind] == "release" \
+            else solved(course, ASSIGNMENT, NOTEBOOK, VARIANTS[kind])
+        (folder / f"s{i:03d}").mkdir(parents=True)
+        nbformat.write(nb, folder / f"s{i:03d}" / f"{NOTEBOOK}.ipynb")
+
+
+def gradebook_scores(root: Path, students) -> dict:
+    from nbgrader.api import Gradebook, MissingEntry
+    out = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "dlcourse") as gb:
+        for s in students:
+            try:
+                out[s] = gb.find_submission(ASSIGNMENT, s).score
+            except MissingEntry:
+                out[s] = None
+    return out
+
+
+def stock(tmp: Path, folder: Path, cell_timeout: int) -> tuple[float, dict]:
+    """(seconds, {student: score}) of stock nbgrader: autograde, then generate_feedback."""
+    course = fresh_course(tmp / "stock")
+    shutil.copytree(folder, course.path("submitted"), dirs_exist_ok=True)
+    for student in os.listdir(folder):  # nbgrader's layout: submitted/<student>/<assignment>/<notebook>.ipynb
+        src = course.path("submitted", student, f"{NOTEBOOK}.ipynb")
+        dst = course.path("submitted", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+        dst.parent.mkdir(parents=True)
+        src.rename(dst)
+    start = time.monotonic()
+    course.autograde(ASSIGNMENT, cell_timeout=cell_timeout)
+    course.feedback(ASSIGNMENT)
+    elapsed = time.monotonic() - start
+    return elapsed, gradebook_scores(course.root, os.listdir(folder))
+
+
+def ours(tmp: Path, folder: Path, settings: Settings) -> tuple[float, list[dict]]:
+    course = fresh_course(tmp / "ours")
+    start = time.monotonic()
+    rows = grade_batch(course.root, ASSIGNMENT, folder, settings, progress=False)
+    return time.monotonic() - start, rows
+
+
+def stage_table(rows: list[dict]) -> str:
+    staged = [r["stages"] for r in rows if r.get("stages")]
+    if not staged:
+        return "no stage times (no submission was graded)"
+    lines = [f"per graded submission (mean of {len(staged)}, seconds of wall time in its worker):"]
+    for s in STAGES:
+        lines.append(f"  {s:13s} {statistics.mean(x.get(s, 0.0) for x in staged):6.2f}")
+    lines.append(f"  {'total':13s} {statistics.mean(sum(x.get(s, 0.0) for s in STAGES) for x in staged):6.2f}"
+                 f"   (row 'seconds', worker start included: {statistics.mean(r['seconds'] for r in rows if r.get('stages')):.2f})")
+    lines.append(f"peak memory: grading worker {max(x['worker_mb'] for x in staged):.0f} MB, "
+                 f"its kernel {max(x['kernel_mb'] for x in staged):.0f} MB (max over submissions)")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--count", type=int, default=100)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--cell-timeout", type=int, default=10)
+    p.add_argument("--count", type=int, default=12)
+    p.add_argument("--workers", type=int, default=Settings().workers, help="default: the CLI's")
+    p.add_argument("--cell-timeout", type=int, default=30)
+    p.add_argument("--mix", action="store_true", help="a mixed class (wrong and hostile submissions too)")
     args = p.parse_args()
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-    one, graded, plain = run(args.count, 1, args.cell_timeout)
-    many, _, _ = run(args.count, args.workers, args.cell_timeout)
-    print(f"speed-up with {args.workers} workers: {one / many:.2f}x")
-    print(f"correct submission: {graded:.2f} s graded (1 worker, feedback included) vs {plain:.2f} s plain "
-          f"execution = {graded - plain:.2f} s overhead")
+    with tempfile.TemporaryDirectory(prefix="grade-bench-") as tmp:
+        tmp = Path(tmp)
+        seed = fresh_course(tmp / "seed")
+        folder = tmp / "subs"
+        write_class(seed, folder, args.count, args.mix)
+        t_stock, stock_scores = stock(tmp, folder, args.cell_timeout)
+        settings = Settings(cell_timeout=args.cell_timeout, workers=args.workers)
+        t_ours, rows = ours(tmp, folder, settings)
+    n = args.count
+    print(f"stock nbgrader (autograde + generate_feedback, sequential, no sandbox): {t_stock:.1f} s = "
+          f"{n / t_stock * 60:.1f} per minute")
+    print(f"make grade ({args.workers} workers, sandbox, feedback): {t_ours:.1f} s = {n / t_ours * 60:.1f} per minute")
+    print(f"ratio: {t_stock / t_ours:.2f}x stock nbgrader")
+    mine = {r["student"]: (r.get("score") if r["status"] != "failed" else None) for r in rows}
+    differ = {s: (stock_scores.get(s), mine.get(s)) for s in mine if stock_scores.get(s) != mine.get(s)}
+    print("scores: identical to stock nbgrader" if not differ else f"scores differ (stock, ours): {differ}")
+    print(stage_table(rows))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -184,6 +184,7 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     cfg.Autograde.autograde_preprocessors = autograde_preprocessors(SandboxedExecute)
     cfg.SandboxedExecute.nonce = secrets.token_hex(16)
     cfg.SandboxedExecute.report_path = str(work / "integrity.json")
+    cfg.SandboxedExecute.stages_path = str(work / "stages.json")
     km = cfg.SandboxedKernelManager
     km.sandbox, km.scratch, km.connection_dir, km.uid = settings.sandbox, str(scratch), str(conn), uid
     km.limits = settings.limits.rlimits()
@@ -209,7 +210,9 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         os.chdir(root)
         api = NbGraderAPI(config=cfg)
+        begin = time.monotonic()
         result = api.autograde(assignment, student, force=True, create=True)
+        autograded = time.monotonic()
         print(result.get("log", ""), result.get("error", ""), sep="\n", flush=True)
         outcome = {"success": bool(result["success"])}
         if not result["success"]:
@@ -222,6 +225,7 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
                 fb = api.generate_feedback(assignment, student, force=True)
                 if not fb["success"]:
                     outcome["feedback_error"] = (fb.get("error") or "")[-500:]
+        outcome["stages"] = _stages(work / "stages.json", autograded - begin, time.monotonic() - autograded)
     except BaseException:  # noqa: BLE001 -- the worker must always leave an outcome behind
         details = traceback.format_exc().strip().splitlines()[-1]
         outcome = {"success": False, "failure": Failure.GRADER_ERROR.name,
@@ -246,6 +250,20 @@ def _die_with_parent() -> None:
         os.killpg(0, signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def _stages(path: Path, autograde: float, feedback: float) -> dict:
+    """Where one submission's time went (seconds) and the peak memory (MB) of the worker and of
+    its kernel: kernel start, imports and execution as the kernel's Execute measured them,
+    nbgrader's bookkeeping = the rest of the autograde (copying, the gradebook, nbconvert's other
+    passes), feedback = generate_feedback."""
+    import resource
+    stages = json.loads(path.read_text()) if path.exists() else {}
+    stages["bookkeeping"] = autograde - sum(stages.values())
+    stages["feedback"] = feedback
+    stages["worker_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stages["kernel_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {k: round(v, 3) for k, v in stages.items()}
 
 
 class _StopSignals(list):
@@ -362,6 +380,8 @@ class Row(TypedDict, total=False):
     notes: list                 # repairs and limits hit, for the instructor
     flags: list                 # grading hooks touched: review by hand
     seconds: float              # wall time of the last attempt
+    stages: dict                # where that time went, and peak memory (`_stages`)
+    worker: str                 # where it was graded: a Dask worker's address or "local"
 
 
 @dataclass
@@ -386,6 +406,7 @@ class Outcome:
     retry: bool = False
     final: bool = True
     seconds: float = 0.0
+    stages: dict = field(default_factory=dict)  # seconds per stage and peak memory (`_stages`)
     notes: list = field(default_factory=list)  # e.g. the second try after a dead kernel (from a remote worker)
 
 
@@ -505,7 +526,7 @@ class _Runner:
             return Outcome(False, Failure.WORKER_DIED.reason(exitcode=proc.exitcode), final=False)
         data = json.loads(result.read_text())
         if data["success"]:
-            return Outcome(True, integrity=data.get("integrity", []))
+            return Outcome(True, integrity=data.get("integrity", []), stages=data.get("stages", {}))
         failure = Failure[data["failure"]]
         # A kernel can also die of something that is not the student's doing (the machine under
         # memory pressure); one more try tells the two apart.
@@ -546,6 +567,8 @@ class _Finisher:
             row.update(status="failed", reason=outcome.reason, final=outcome.final)
         row["notes"] += [n for n in outcome.notes if n not in row["notes"]]
         row["seconds"] = outcome.seconds  # wall time of this student's grading
+        if outcome.stages:
+            row["stages"] = outcome.stages
         row["worker"] = worker
         self.save(job.student, row)
         self.bar.update(1)

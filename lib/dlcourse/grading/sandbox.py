@@ -27,6 +27,7 @@ unprivileged uid too where that user can reach the Python installation (not unde
 """
 import ctypes
 import json
+import time
 import os
 import shutil
 import subprocess
@@ -243,6 +244,8 @@ class SandboxedExecute(_execute_base()):
 
     nonce = Unicode(help="random per run: names the in-kernel module and signs its answers").tag(config=True)
     report_path = Unicode(help="where the integrity report is written (JSON list of flags)").tag(config=True)
+    stages_path = Unicode(help="where the stage times are written (JSON: kernel_start, imports, execution)"
+                          ).tag(config=True)
 
     def __init__(self, *args, **kwargs):
         kwargs["kernel_manager_class"] = SandboxedKernelManager
@@ -257,9 +260,11 @@ class SandboxedExecute(_execute_base()):
         first.id, last.id = f"dlg-first-{self.nonce[:8]}", f"dlg-last-{self.nonce[:8]}"
         nb.cells = [first, *nb.cells, last]
         self._restored, self._final = set(), None
+        self._clock = {"begin": time.monotonic(), "cells": []}  # (kind, start, end) of every cell run
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
+            self._write_stages()
             report = self._final if self._final is not None else [CHECK_MISSING]
             report = sorted(set(report) | self._restored)
             nb.cells = [c for c in nb.cells if c.get("id") not in (first.id, last.id)]
@@ -279,7 +284,24 @@ class SandboxedExecute(_execute_base()):
                                            traceback=[f"GradingIntegrityError: {GUARD_FAILED}"])]
                 return cell, self.resources
             self._restored.update(restored)
-        return super().preprocess_cell(cell, resources, index)
+        start = time.monotonic()
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        finally:
+            if cell.cell_type == "code":
+                self._clock["cells"].append((cell.get("id") == f"dlg-first-{self.nonce[:8]}", start, time.monotonic()))
+
+    def _write_stages(self) -> None:
+        """Seconds spent starting the kernel (up to its first cell, the baseline included), in the
+        notebook's first code cell (its imports) and in every other cell (guards included)."""
+        if not self.stages_path:
+            return
+        cells = self._clock["cells"]
+        own = [c for c in cells if not c[0]]
+        stages = {"kernel_start": (own[0][1] if own else time.monotonic()) - self._clock["begin"],
+                  "imports": own[0][2] - own[0][1] if own else 0.0,
+                  "execution": (own[-1][2] - own[0][2]) if own else 0.0}
+        Path(self.stages_path).write_text(json.dumps(stages))
 
     def _ask(self, expression: str) -> list[str] | None:
         """Evaluate a guard or check in the kernel; its flags, or None when it did not answer."""
