@@ -2,7 +2,6 @@
 every lecture has a page, every page shows its notebook's figures, and no internal link is broken."""
 import base64
 import hashlib
-import re
 import shlex
 import subprocess
 import sys

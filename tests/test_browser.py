@@ -1,0 +1,327 @@
+"""The course in a real browser: headless Chromium (Debian's package) driven by Playwright against
+the JupyterLab that `make lab` starts.
+
+* every lecture: open it, clear its outputs, Run All; no cell may end in an error; every widget
+  renders (no "Error displaying widget", no "Loading widget..." left), and moving one control of the
+  lecture's widget (a slider, a dropdown or a text box) changes what the widget shows;
+* every exercise: nbgrader's Validate button reports the failing parts on the untouched release,
+  and success once the solution cells are filled in.
+
+The browser works on copies in a temporary folder that the test's JupyterLab serves as its root:
+Run All, autosave and Validate (which saves first) must never rewrite the course's own notebooks.
+
+Screenshots of each notebook go to the folder in DLCOURSE_SCREENSHOTS (default
+.jupyter-state/screenshots/, git-ignored); the test prints where. Notebooks run two at a time
+(one per core): each job is polled, never waited on with a fixed sleep.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbgrader_harness import REPO, grade_id, strip_solution_markers
+from system_packages import ensure_debian_packages
+from test_lab import free_port
+
+ONLY = [s for s in os.environ.get("DLCOURSE_BROWSER_ONLY", "").split(",") if s]   # e.g. "01_,ps_gan" while debugging
+LECTURES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "lectures").glob("*.ipynb")
+                  if not ONLY or any(s in p.name for s in ONLY))
+EXERCISES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "exercises").glob("*/*.ipynb")
+                   if not ONLY or any(s in p.as_posix() for s in ONLY))
+STATE = REPO / ".jupyter-state"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PARALLEL = 2 * max(2, os.cpu_count() or 2)   # notebooks wait on the browser as often as on the CPU
+JOB_TIMEOUT = 420
+
+
+# ------------------------------------------------------------------ the lab and the browser
+def start_lab(home: Path, root: Path, log_path: Path):
+    """`make lab` (its command read from `make -n lab`) serving `root`, with the app exposed to
+    the page's scripts."""
+    port, token = free_port(), secrets.token_hex(8)
+    extra = (f"--no-browser --ServerApp.port={port} --ServerApp.port_retries=0 --ServerApp.token={token} "
+             "--LabApp.expose_app_in_browser=True")
+    dry = subprocess.run(["make", "-s", "-n", "lab", f"LAB_ARGS={extra}"], cwd=REPO, capture_output=True, text=True,
+                         check=True)
+    cmd = shlex.split(next(line for line in dry.stdout.splitlines() if "jupyter lab" in line))
+    assert any(a.startswith("--ServerApp.root_dir=") for a in cmd), cmd
+    cmd = [f"--ServerApp.root_dir={root}" if a.startswith("--ServerApp.root_dir=") else a for a in cmd]
+    env = dict(os.environ, HOME=str(home), PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log, f"http://127.0.0.1:{port}", token
+
+
+def stop_lab(proc) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def labs(tmp_path_factory):
+    """Three JupyterLab servers as `make lab` starts them: one runs the lectures, two the
+    exercises' Validate (nbgrader validates inside the server, one notebook at a time)."""
+    home, logs = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("lab-logs")
+    root = tmp_path_factory.mktemp("course-copies")
+    started = [start_lab(home, root, logs / f"lab{i}.log") for i in range(3)]
+    try:
+        deadline = time.monotonic() + 120
+        for proc, log, base, token in started:
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"JupyterLab did not start: {Path(log.name).read_text()[-3000:]}")
+                    time.sleep(0.3)
+        yield root, [(base, token) for _, _, base, token in started]
+    finally:
+        for proc, log, _, _ in started:
+            stop_lab(proc)
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    found = ensure_debian_packages(["chromium"], binaries=["chromium"])
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=found["chromium"], args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    folder = Path(os.environ.get("DLCOURSE_SCREENSHOTS", STATE / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots of every notebook: {folder}")
+    return folder
+
+
+# ------------------------------------------------------------------ scripts run in the page
+FIND_PANEL = """
+(path) => {
+  const app = window.jupyterapp;
+  for (const w of app.shell.widgets('main')) {
+    if (w.context && w.context.path === path) { return w; }
+  }
+  return null;
+}
+"""
+OPENED = "(path) => { const panel = (" + FIND_PANEL + """)(path); return !!(panel && panel.content); }"""
+READY = "async (path) => { const panel = (" + FIND_PANEL + """)(path);
+  await panel.context.ready; await panel.sessionContext.ready;
+  return !!(panel.sessionContext.session && panel.sessionContext.session.kernel); }"""
+KERNEL_IDLE = "(path) => { const panel = (" + FIND_PANEL + """)(path);
+  const k = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return !!k && k.status === 'idle'; }"""
+RUN_ALL = "async (path) => { const panel = (" + FIND_PANEL + """)(path);
+  const app = window.jupyterapp;
+  app.shell.activateById(panel.id);
+  await app.commands.execute('notebook:clear-all-cell-outputs');
+  panel.content.widgets.forEach(c => { if (c.model.type === 'code') { c.model.executionCount = null; } });
+  await app.commands.execute('notebook:run-all-cells');
+  return true; }"""
+STATUS = "(path) => { const panel = (" + FIND_PANEL + """)(path);
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  const errors = [];
+  cells.forEach((c, i) => c.model.outputs.toJSON().forEach(o => {
+    if (o.output_type === 'error') { errors.push(`code cell ${i + 1}: ${o.ename}: ${o.evalue}`); } }));
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return {total: cells.length, done: cells.filter(c => c.model.executionCount !== null).length,
+          status: kernel ? kernel.status : 'none', errors}; }"""
+WIDGET_TEXT = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-OutputArea-output'))
+  .map(e => e.innerText).join('\\n')"""
+
+
+@dataclass
+class Job:
+    source: str                   # the course's notebook (lectures/..., exercises/...)
+    kind: str                     # "lecture", "release" (untouched exercise) or "filled"
+    path: str = ""                # the copy the browser opens, relative to the lab's root
+    page: object = None
+    started: float = 0.0
+    result: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{Path(self.source).stem}"
+
+
+def open_notebook(browser, base: str, token: str, job: Job) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    job.page = context.new_page()
+    workspace = job.name.replace("_", "-")
+    job.page.goto(f"{base}/lab/workspaces/{workspace}/tree/{job.path}?reset&token={token}", timeout=120_000)
+    job.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
+    job.page.wait_for_function(OPENED, arg=job.path, timeout=120_000, polling=250)
+    assert job.page.evaluate(READY, job.path), f"{job.path}: no kernel"
+    job.page.wait_for_function(KERNEL_IDLE, arg=job.path, timeout=120_000, polling=250)
+    job.started = time.monotonic()
+
+
+def start(job: Job, browser, base: str, token: str) -> None:
+    open_notebook(browser, base, token, job)
+    if job.kind == "lecture":
+        job.page.evaluate(RUN_ALL, job.path)
+    else:
+        job.page.locator(".validate-button").first.click()
+
+
+def finished(job: Job) -> bool:
+    if time.monotonic() - job.started > JOB_TIMEOUT:
+        raise AssertionError(f"{job.path}: not finished after {JOB_TIMEOUT} s")
+    if job.kind == "lecture":
+        status = job.page.evaluate(STATUS, job.path)
+        job.result = status
+        return status["done"] == status["total"] and status["status"] == "idle"
+    dialog = job.page.locator(".jp-Dialog .validation-success, .jp-Dialog .validation-failed, .jp-Dialog pre")
+    if dialog.count() == 0:
+        return False
+    body = job.page.locator(".jp-Dialog-body").first
+    job.result = {"success": job.page.locator(".jp-Dialog .validation-success").count() > 0,
+                  "text": body.inner_text()}
+    return True
+
+
+def move_a_control(job: Job) -> str:
+    """Move the controls of the lecture's last widget one after the other until what it shows
+    changes; return the kind of control that did it (fails when none changes it within 20 s)."""
+    page = job.page
+    widgets = page.locator(".jp-OutputArea-output .jupyter-widgets")
+    assert widgets.count() > 0, f"{job.path}: no widget rendered"
+    text = page.evaluate(WIDGET_TEXT)
+    assert "Error displaying widget" not in text and "Loading widget" not in text, f"{job.path}: a widget did not render"
+    controls = ".noUi-handle, .widget-dropdown select, .widget-text input"
+    areas = page.locator(".jp-Cell-outputArea").filter(has=page.locator(controls))   # not the progress bars
+    assert areas.count() > 0, f"{job.path}: the widgets have no slider, dropdown or text box"
+    area = areas.last
+    area.scroll_into_view_if_needed()
+    shown = area.locator(".widget-html-content, .widget-output")   # what the widget shows, not its controls
+
+    def what_it_shows() -> str:
+        return "\n".join(shown.nth(i).inner_html() for i in range(shown.count()))
+
+    before = what_it_shows()
+    attempts = []                                    # (description, action), tried in order
+    handles = area.locator(".noUi-handle")
+    for i in range(handles.count()):
+        for key in ("ArrowRight", "ArrowLeft"):
+            attempts.append((f"slider {i + 1} ({key})", lambda h=handles.nth(i), k=key: (h.focus(), [page.keyboard.press(k) for _ in range(3)])))
+    selects = area.locator(".widget-dropdown select")
+    for i in range(selects.count()):
+        options = selects.nth(i).locator("option").all_inner_texts()
+        attempts.append((f"dropdown {i + 1}", lambda sel=selects.nth(i), o=options: sel.select_option(label=o[-1] if len(o) > 1 else o[0])))
+    boxes = area.locator(".widget-text input")
+    for i in range(boxes.count()):
+        attempts.append((f"text box {i + 1}", lambda b=boxes.nth(i): (b.fill("a new sentence to try"), b.press("Enter"))))
+    for moved, action in attempts:
+        action()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if what_it_shows() != before:
+                return moved.split(" ")[0] if not moved.startswith("text") else "text box"
+            page.wait_for_timeout(200)
+    raise AssertionError(f"{job.path}: moving its controls ({', '.join(m for m, _ in attempts)}) did not change the widget")
+
+
+def make_copy(job: Job, root: Path) -> None:
+    """Write the notebook the browser opens: the original, or for "filled" the release with every
+    solution cell's model answer."""
+    nb = nbformat.read(REPO / job.source, as_version=4)
+    if job.kind == "filled":
+        source = nbformat.read(REPO / "solutions" / Path(job.source).relative_to("exercises"), as_version=4)
+        answers = {grade_id(c): strip_solution_markers(c.source) for c in source.cells
+                   if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+        for cell in nb.cells:
+            if grade_id(cell) in answers:
+                cell.source = answers[grade_id(cell)]
+    target = root / job.kind / job.source
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, target)
+    job.path = target.relative_to(root).as_posix()
+
+
+# ------------------------------------------------------------------ the test
+@pytest.fixture(scope="module")
+def runs(labs, browser, screenshots):
+    root, servers = labs
+    server = {"lecture": servers[0], "release": servers[1], "filled": servers[2]}
+    jobs = [Job(p, "lecture") for p in LECTURES] + [Job(p, k) for p in EXERCISES for k in ("release", "filled")]
+    for job in jobs:
+        make_copy(job, root)
+    jobs.sort(key=lambda j: (Path(j.source).name, j.kind))   # interleave lectures and validations
+    waiting, active, done = list(jobs), [], []
+    began = time.monotonic()
+    while waiting or active:
+        while waiting and len(active) < PARALLEL:
+            job = waiting.pop(0)
+            start(job, browser, *server[job.kind])
+            active.append(job)
+        for job in list(active):
+            try:
+                complete = finished(job)
+            except AssertionError as error:      # too slow: report it on this notebook's test
+                job.result = {"errors": [str(error)], "success": False, "text": str(error), "done": 0, "total": 0}
+                complete = True
+            if complete:
+                active.remove(job)
+                if job.kind == "lecture" and not job.result["errors"]:
+                    try:
+                        job.result["moved"] = move_a_control(job)
+                    except AssertionError as error:
+                        job.result["moved"] = f"failed: {error}"
+                job.page.screenshot(path=str(screenshots / f"{job.name}.png"))
+                job.page.context.close()
+                done.append(job)
+        if active:
+            active[0].page.wait_for_timeout(250)
+    print(f"browser: {len(done)} notebooks in {time.monotonic() - began:.0f} s")
+    return {(j.kind, j.source): j.result for j in done}
+
+
+@pytest.mark.parametrize("path", LECTURES)
+def test_lecture_runs_in_the_browser_and_its_widget_responds(runs, path):
+    result = runs["lecture", path]
+    assert not result["errors"], f"{path}: " + "; ".join(result["errors"])
+    assert result["done"] == result["total"] > 0
+    assert result["moved"] in ("slider", "dropdown", "text box"), result["moved"]
+
+
+@pytest.mark.parametrize("path", EXERCISES)
+def test_validate_reports_the_untouched_release_as_failing(runs, path):
+    result = runs["release", path]
+    assert not result["success"] and "The following cell failed" in result["text"], result["text"][:2000]
+
+
+@pytest.mark.parametrize("path", EXERCISES)
+def test_validate_passes_with_the_solutions_filled_in(runs, path):
+    result = runs["filled", path]
+    assert result["success"], result["text"][:3000]
+
+
+def test_screenshots_were_written(runs, screenshots):
+    names = {p.name for p in screenshots.glob("*.png")}
+    expected = {f"lecture-{Path(p).stem}.png" for p in LECTURES} | {f"release-{Path(p).stem}.png" for p in EXERCISES}
+    assert expected <= names, sorted(expected - names)
