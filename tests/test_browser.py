@@ -176,7 +176,14 @@ def open_notebook(browser, base: str, token: str, job: Job) -> None:
     job.page.goto(f"{base}/lab/workspaces/{workspace}/tree/{job.path}?reset&token={token}", timeout=120_000)
     job.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
     job.page.wait_for_function(OPENED, arg=job.path, timeout=120_000, polling=250)
-    assert job.page.evaluate(READY, job.path), f"{job.path}: no kernel"
+    for attempt in range(3):   # the page may replace its session while starting: ask again
+        try:
+            if job.page.evaluate(READY, job.path):
+                break
+        except Exception as error:  # playwright's Error (e.g. a promise collected with its old session)
+            if attempt == 2:
+                raise AssertionError(f"{job.path}: the kernel did not start: {error}") from error
+        job.page.wait_for_timeout(1000)
     job.page.wait_for_function(KERNEL_IDLE, arg=job.path, timeout=120_000, polling=250)
     job.started = time.monotonic()
 
