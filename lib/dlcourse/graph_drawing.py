@@ -42,16 +42,23 @@ def node_text(node, digits: int = 2) -> str:
     return f"{name}\n{node.data:.{digits}f}\n{node.grad:.{digits}f}"
 
 
-def draw_graph(root, ax=None, digits: int = 2, figsize=None):
+def draw_graph(root, ax=None, digits: int = 2, figsize=None, values=None, grads=None, highlight=None,
+               title: str = "value (black) and gradient (red) of every node"):
     """Draw the graph ending in `root`; returns the matplotlib Axes.
 
-    Run `root.backward()` first to see gradients (otherwise they show as 0).
+    Run `root.backward()` first to see gradients (otherwise they show as 0). `values` and
+    `grads` ({id(node): number or None}) replace what is shown, None printing "?" (a pass
+    half done); `highlight` is the id of a node to outline in orange.
     """
     position = graph_layout(root)
     n_cols = 1 + max(c for c, _ in position.values()) - min(c for c, _ in position.values())
     n_rows = 1 + max(r for _, r in position.values()) - min(r for _, r in position.values())
     if ax is None:
         _, ax = plt.subplots(figsize=figsize or (max(4.0, 1.15 * n_cols), max(2.0, 0.9 * n_rows + 0.6)))
+
+    def shown(number) -> str:
+        return "?" if number is None else f"{number:.{digits}f}"
+
     for node in topological_order(root):
         x, y = position[id(node)]
         for parent in node._prev:
@@ -59,8 +66,14 @@ def draw_graph(root, ax=None, digits: int = 2, figsize=None):
             ax.annotate("", xy=(x - 0.33, y), xytext=(px + 0.33, py),
                         arrowprops=dict(arrowstyle="->", color="0.5", lw=0.8, shrinkA=0, shrinkB=0))
         name, value, grad = node_text(node, digits).split("\n")
+        if values is not None:
+            value = shown(values[id(node)])
+        if grads is not None:
+            grad = shown(grads[id(node)])
         style = dict(ha="center", va="center", fontsize=7)
-        box = dict(boxstyle="round,pad=0.3", fc="#e8f0fe" if node._prev else "#fff5d6", ec="0.4", lw=0.7)
+        active = id(node) == highlight
+        box = dict(boxstyle="round,pad=0.3", fc="#e8f0fe" if node._prev else "#fff5d6",
+                   ec="tab:orange" if active else "0.4", lw=2.0 if active else 0.7)
         ax.text(x, y + 0.2, name, fontweight="bold", bbox=box, **style)
         ax.text(x, y - 0.05, value, color="black", **style)
         ax.text(x, y - 0.27, grad, color="tab:red", **style)
@@ -69,5 +82,5 @@ def draw_graph(root, ax=None, digits: int = 2, figsize=None):
     ax.set_xlim(min(cols) - 0.5, max(cols) + 0.5)
     ax.set_ylim(min(rows) - 0.55, max(rows) + 0.5)
     ax.set_axis_off()
-    ax.set_title("value (black) and gradient (red) of every node", fontsize=8)
+    ax.set_title(title, fontsize=8)
     return ax

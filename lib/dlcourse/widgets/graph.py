@@ -96,35 +96,10 @@ def walk(root: Value) -> list[Step]:
 def draw_step(root: Value, step: Step, ax=None):
     """The graph with each node's value (black) and gradient (red) as known at `step`
     ("?" where not computed yet); the node the step worked on is outlined in orange."""
-    import matplotlib.pyplot as plt
+    from dlcourse.graph_drawing import draw_graph
 
-    from dlcourse.graph_drawing import graph_layout
-
-    position = graph_layout(root)
-    cols = [c for c, _ in position.values()]
-    rows = [r for _, r in position.values()]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 1.25 * (max(cols) - min(cols) + 1)), max(2.2, 0.95 * (max(rows) - min(rows) + 1) + 0.6)))
-    fmt = lambda v: "?" if v is None else f"{v:.3f}"  # noqa: E731
-    for node in topological_order(root):
-        x, y = position[id(node)]
-        for parent in node._prev:
-            px, py = position[id(parent)]
-            ax.annotate("", xy=(x - 0.33, y), xytext=(px + 0.33, py),
-                        arrowprops=dict(arrowstyle="->", color="0.5", lw=0.8, shrinkA=0, shrinkB=0))
-        active = id(node) == step.active
-        box = dict(boxstyle="round,pad=0.3", fc="#e8f0fe" if node._prev else "#fff5d6",
-                   ec="tab:orange" if active else "0.4", lw=2.0 if active else 0.7)
-        name = f"{node.label} = {node._op}" if node.label and node._op else _name(node)
-        style = dict(ha="center", va="center", fontsize=7)
-        ax.text(x, y + 0.2, name, fontweight="bold", bbox=box, **style)
-        ax.text(x, y - 0.05, fmt(step.values[id(node)]), color="black", **style)
-        ax.text(x, y - 0.27, fmt(step.grads[id(node)]), color="tab:red", **style)
-    ax.set_xlim(min(cols) - 0.5, max(cols) + 0.5)
-    ax.set_ylim(min(rows) - 0.55, max(rows) + 0.5)
-    ax.set_axis_off()
-    ax.set_title("value (black) and gradient (red); ? = not computed yet", fontsize=8)
-    return ax
+    return draw_graph(root, ax=ax, digits=3, values=step.values, grads=step.grads, highlight=step.active,
+                      title="value (black) and gradient (red); ? = not computed yet")
 
 
 def graph_stepper(expression: str = "(x + y) z"):
