@@ -9,6 +9,9 @@
 #                                 feedback, grades/<assignment>/grades.csv and report.html
 #   make outputs                  re-execute lectures and solutions to refresh stored outputs
 #   make site                     the lectures as a static web site in site/ (stored outputs, offline)
+#   make hub HUB_INSTRUCTOR=.. HUB_STUDENTS='..'
+#                                 JupyterHub for the course on this server (as root): PAM logins,
+#                                 the nbgrader exchange, formgrader for the instructor
 
 # The newest Python 3.11-3.13 found on PATH (each candidate is run, not just looked up);
 # `make PYTHON=/path/to/python3.12 ...` overrides. An existing .venv is reused as it is.
@@ -30,7 +33,7 @@ PYTEST_ARGS ?=
 # nbgrader calls `alembic` (and the kernel `python`) by name: put the venv first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lab test release autograde feedback grade outputs site clean
+.PHONY: install lab test release autograde feedback grade outputs site hub hub-proxy clean
 
 install: $(STAMP)
 
@@ -84,5 +87,35 @@ site: $(STAMP)
 	$(BIN)/python -m sphinx -b html -q -E -c website . "$(SITE)"
 	@echo "open $(SITE)/index.html"
 
+# JupyterHub for a class on one server (hub/jupyterhub_config.py, dlcourse.hub documents each setting).
+# Its proxy comes from npm, pinned, into .venv/hub; Debian's nodejs and npm are installed if missing.
+CHP_VERSION := 5.3.0
+CHP := $(VENV)/hub/node_modules/.bin/configurable-http-proxy
+HUB_PORT ?= 8000
+HUB_IP ?= 127.0.0.1
+HUB_INSTRUCTOR ?=
+HUB_STUDENTS ?=
+HUB_ROSTER ?=
+HUB_COURSE_DIR ?= $(CURDIR)
+HUB_STATE ?= $(CURDIR)/.hub-state
+HUB_EXCHANGE ?= /srv/nbgrader/exchange
+
+hub-proxy: $(CHP)
+
+$(CHP):
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q --no-install-recommends nodejs npm || { apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm; }; \
+	  else echo "error: the hub's proxy needs node and npm: apt-get install nodejs npm (as root)"; exit 1; fi; }
+	npm install --prefix $(VENV)/hub --no-audit --no-fund --loglevel=error --cache $(VENV)/hub/.npm-cache configurable-http-proxy@$(CHP_VERSION)
+	@touch $@
+
+hub: $(STAMP) $(CHP)
+	@test "$$(id -u)" = 0 || { echo "error: make hub runs as root: it starts each user's server as that Unix user"; exit 1; }
+	env DLCOURSE_HUB_INSTRUCTOR="$(HUB_INSTRUCTOR)" DLCOURSE_HUB_STUDENTS="$(HUB_STUDENTS)" \
+	  DLCOURSE_HUB_ROSTER="$(HUB_ROSTER)" DLCOURSE_HUB_PORT="$(HUB_PORT)" DLCOURSE_HUB_IP="$(HUB_IP)" \
+	  DLCOURSE_HUB_COURSE_DIR="$(HUB_COURSE_DIR)" DLCOURSE_HUB_STATE="$(HUB_STATE)" DLCOURSE_EXCHANGE="$(HUB_EXCHANGE)" \
+	  $(BIN)/jupyterhub -f hub/jupyterhub_config.py $(HUB_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db .jupyter-state site
+	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db .jupyter-state .hub-state site

@@ -1,0 +1,351 @@
+"""JupyterHub for the course on one teaching server: who the instructor and the students are, where
+the course, the nbgrader exchange and the hub's own state live, and the JupyterHub settings that follow.
+
+`hub/jupyterhub_config.py` is two lines, ``CourseHub().apply(c)``; `make hub` sets the environment:
+
+    DLCOURSE_HUB_INSTRUCTOR   Unix account of the instructor (owns the course directory)   make HUB_INSTRUCTOR=
+    DLCOURSE_HUB_STUDENTS     student accounts, separated by spaces or commas               make HUB_STUDENTS=
+    DLCOURSE_HUB_ROSTER       or a file with one student account per line                   make HUB_ROSTER=
+    DLCOURSE_HUB_PORT         the hub's port on 127.0.0.1 (the proxy's API uses port+1,    make HUB_PORT=
+                              the hub itself port+2)
+    DLCOURSE_HUB_IP           address to listen on (default 127.0.0.1; 0.0.0.0 behind TLS)  make HUB_IP=
+    DLCOURSE_HUB_COURSE_DIR   the instructor's course directory (default: this checkout)    make HUB_COURSE_DIR=
+    DLCOURSE_HUB_STATE        the hub's database, cookie secret and proxy pid file          make HUB_STATE=
+    DLCOURSE_EXCHANGE         nbgrader's exchange folder (default /srv/nbgrader/exchange)   make HUB_EXCHANGE=
+    DLCOURSE_HUB_API_TOKEN    optional: a token for the "course-admin" service (scripts, tests)
+
+Accounts are real Unix users, logged in with PAM, each server started as its own user by JupyterHub's
+local process spawner; accounts that do not exist yet are created with a private (0700) home.
+The instructor's server opens on the course directory with formgrader; a student's opens on their
+home with the Assignments tab and no formgrader. To use a university login (OAuth, LTI) or containers
+(DockerSpawner, KubeSpawner), set `c.JupyterHub.authenticator_class` / `c.JupyterHub.spawner_class`
+after `apply` in hub/jupyterhub_config.py: nothing in the course's files depends on them.
+"""
+import os
+import pwd
+import re
+import signal
+import stat
+import sys
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Integer, List, Unicode, default, validate
+from traitlets.config import Configurable
+
+REPO = Path(__file__).resolve().parents[2]
+HUB_FILES = REPO / "hub"
+ACCOUNT = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # what useradd accepts by default
+
+
+class HubConfigError(ValueError):
+    """The hub's settings cannot work (a missing instructor, a bad account name, ...)."""
+
+
+def _split(text: str) -> list[str]:
+    return [w for w in re.split(r"[\s,]+", text.strip()) if w]
+
+
+def _accounts(names: list[str]) -> list[str]:
+    """The names, each checked, duplicates dropped (first kept)."""
+    bad = [n for n in names if not ACCOUNT.match(n)]
+    if bad:
+        raise HubConfigError(f"not valid Unix account names: {bad} (lower-case letters, digits, _ and -)")
+    return list(dict.fromkeys(names))
+
+
+class CourseHub(Configurable):
+    """The course's JupyterHub settings; every default can be set from the environment (see above)."""
+
+    instructor = Unicode(help="Unix account of the instructor: admin of the hub, owner of the course "
+                              "directory, the one user with formgrader").tag(config=True)
+    students = List(Unicode(), help="Unix accounts of the students (created if missing)").tag(config=True)
+    ip = Unicode(help="address the hub listens on").tag(config=True)
+    port = Integer(help="the hub's public port; the proxy's API uses port+1 and the hub port+2").tag(config=True)
+    course_dir = Unicode(help="the course directory (nbgrader_config.py, solutions/, exercises/)").tag(config=True)
+    state_dir = Unicode(help="JupyterHub's database, cookie secret and proxy pid file").tag(config=True)
+    exchange = Unicode(help="nbgrader's exchange folder, shared by everyone on the server").tag(config=True)
+    api_token = Unicode(help="token of the 'course-admin' service (admin rights); empty: no service").tag(config=True)
+    proxy = Unicode(help="the configurable-http-proxy program (make hub-proxy installs it)").tag(config=True)
+
+    @default("instructor")
+    def _instructor(self):
+        name = os.environ.get("DLCOURSE_HUB_INSTRUCTOR", "")
+        return _accounts([name])[0] if name else ""
+
+    @default("students")
+    def _students(self):
+        names = _split(os.environ.get("DLCOURSE_HUB_STUDENTS", ""))
+        roster = os.environ.get("DLCOURSE_HUB_ROSTER")
+        if roster:
+            names += [n for line in Path(roster).read_text().splitlines()
+                      if not line.lstrip().startswith("#") for n in _split(line)]
+        return _accounts(names)
+
+    @default("ip")
+    def _ip(self):
+        return os.environ.get("DLCOURSE_HUB_IP", "127.0.0.1")
+
+    @default("port")
+    def _port(self):
+        return int(os.environ.get("DLCOURSE_HUB_PORT", "8000"))
+
+    @default("course_dir")
+    def _course_dir(self):
+        return os.environ.get("DLCOURSE_HUB_COURSE_DIR", str(REPO))
+
+    @default("state_dir")
+    def _state_dir(self):
+        return os.environ.get("DLCOURSE_HUB_STATE", str(REPO / ".hub-state"))
+
+    @default("exchange")
+    def _exchange(self):
+        return os.environ.get("DLCOURSE_EXCHANGE", "/srv/nbgrader/exchange")
+
+    @default("api_token")
+    def _api_token(self):
+        return os.environ.get("DLCOURSE_HUB_API_TOKEN", "")
+
+    @default("proxy")
+    def _proxy(self):
+        return str(Path(sys.prefix) / "hub" / "node_modules" / ".bin" / "configurable-http-proxy")
+
+    @validate("instructor")
+    def _check_instructor(self, proposal):
+        name = proposal["value"]
+        if name and not ACCOUNT.match(name):
+            raise HubConfigError(f"instructor {name!r} is not a valid Unix account name")
+        return name
+
+    @validate("students")
+    def _check_students(self, proposal):
+        return _accounts(proposal["value"])
+
+    def check(self) -> None:
+        """Raise HubConfigError for settings the hub cannot start with."""
+        if not self.instructor:
+            raise HubConfigError("name the instructor's Unix account: make hub HUB_INSTRUCTOR=<account> "
+                                 "HUB_STUDENTS='<account> ...' (the course directory should belong to it)")
+        if self.instructor in self.students:
+            raise HubConfigError(f"{self.instructor!r} is both the instructor and a student")
+        if not Path(self.course_dir, "nbgrader_config.py").is_file():
+            raise HubConfigError(f"{self.course_dir} has no nbgrader_config.py: it is not a course directory")
+        try:
+            uid = pwd.getpwnam(self.instructor).pw_uid
+        except KeyError:
+            raise HubConfigError(f"there is no Unix account {self.instructor!r}: create it (useradd --create-home "
+                                 f"{self.instructor}) and give it the course (chown -R {self.instructor}: "
+                                 f"{self.course_dir})") from None
+        if Path(self.course_dir).stat().st_uid != uid:
+            raise HubConfigError(f"{self.course_dir} does not belong to the instructor: "
+                                 f"chown -R {self.instructor}: {self.course_dir}")
+        if not Path(self.proxy).is_file():
+            raise HubConfigError(f"the proxy {self.proxy} is missing: run `make hub-proxy`")
+
+    def user_environment(self, user: str) -> dict[str, str]:
+        """Environment of a user's server: nbgrader's shared settings (exchange, course id) for everyone,
+        and for students the settings that hide the instructor's tools."""
+        config = [HUB_FILES / "config" / "common"]
+        if user == self.instructor:  # the course's own nbgrader_config.py, whatever the working folder
+            config.insert(0, Path(self.course_dir))
+        else:
+            config.insert(0, HUB_FILES / "config" / "student")
+        return {
+            "DLCOURSE_EXCHANGE": self.exchange,
+            "JUPYTER_CONFIG_PATH": os.pathsep.join(str(p) for p in config),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        }
+
+    def view(self) -> list[str]:
+        """bubblewrap arguments that let every user reach the course's Python and files when they sit
+        below a folder other users cannot enter (e.g. a Python under /root); [] when not needed."""
+        needed = [Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent,
+                  REPO, Path(self.course_dir), Path(self.exchange)]
+        return reachable_view(needed)
+
+    def apply(self, c) -> None:
+        """Fill a JupyterHub config object `c` (the `c` of jupyterhub_config.py)."""
+        self.check()
+        state = Path(self.state_dir)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_exchange(Path(self.exchange))
+        protect_course(Path(self.course_dir))
+
+        c.JupyterHub.bind_url = f"http://{self.ip}:{self.port}"
+        c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{self.port + 2}"
+        c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{self.port + 1}"
+        c.ConfigurableHTTPProxy.command = [self.proxy]
+        c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+        c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+        c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+        c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+
+        c.JupyterHub.authenticator_class = "pam"
+        c.Authenticator.allowed_users = {self.instructor, *self.students}
+        c.Authenticator.admin_users = {self.instructor}
+        c.LocalAuthenticator.create_system_users = True
+        c.LocalAuthenticator.add_user_cmd = ["useradd", "--create-home", "--key", "HOME_MODE=0700",
+                                             "--shell", "/bin/bash"]
+
+        c.JupyterHub.spawner_class = CourseSpawner
+        c.CourseSpawner.view = self.view()
+        c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+        c.Spawner.default_url = "/lab"
+        c.Spawner.start_timeout = 120
+        c.Spawner.http_timeout = 120
+        c.Spawner.args = [f"--LabApp.app_settings_dir={REPO / 'jupyter' / 'lab' / 'settings'}"]
+        c.Spawner.pre_spawn_hook = self.pre_spawn
+
+        if self.api_token:
+            c.JupyterHub.services = [{"name": "course-admin", "api_token": self.api_token}]
+            c.JupyterHub.load_roles = [{"name": "course-admin", "services": ["course-admin"],
+                                        "scopes": ["admin:users", "admin:servers", "tokens", "access:servers",
+                                                   "read:users", "list:users"]}]
+
+    def pre_spawn(self, spawner) -> None:
+        """Per user: the instructor's server opens on the course, a student's on their home."""
+        name = spawner.user.name
+        spawner.environment.update(self.user_environment(name))
+        if name == self.instructor:
+            spawner.notebook_dir = self.course_dir
+
+
+PRIVATE = ("solutions", "submitted", "autograded", "feedback", "grades")  # and the gradebook
+
+
+def protect_course(course: Path) -> None:
+    """Keep the instructor's parts of the course (hidden tests, students' work, grades, the SQLite
+    gradebook) to the course's owner: folders 0700, created now if missing (nbgrader would create
+    them later with the umask's 0755), the SQLite gradebook 0600 (an empty file is a valid empty
+    database: created now, SQLite keeps its mode). The rest (exercises, lectures, the library and
+    its Python) stays readable: every user's server runs from it."""
+    owner = course.stat()
+    for name in PRIVATE:
+        folder = course / name
+        if not folder.exists():
+            folder.mkdir()
+            os.chown(folder, owner.st_uid, owner.st_gid)
+        folder.chmod(0o700)
+    gradebook = course / "gradebook.db"
+    if not gradebook.exists():
+        gradebook.touch(mode=0o600)
+        os.chown(gradebook, owner.st_uid, owner.st_gid)
+    for db in course.glob("gradebook.db*"):
+        db.chmod(0o600)
+
+
+def prepare_exchange(path: Path) -> None:
+    """nbgrader's exchange: a folder everyone can write into (0777, as nbgrader checks), with the
+    sticky bit, so that only a file's owner may delete or rename it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o1777:
+        path.chmod(0o1777)
+
+
+def _others_can_enter(folder: Path) -> bool:
+    try:
+        return bool(folder.stat().st_mode & stat.S_IXOTH)
+    except OSError:
+        return False
+
+
+def blocked_parent(path: Path) -> Path | None:
+    """The outermost folder above `path` that other users cannot enter; None if every folder on the
+    way can be entered (`path` itself may be private: its own permissions apply as they are)."""
+    path = Path(os.path.abspath(path))
+    for folder in reversed(path.parents):
+        if not _others_can_enter(folder):
+            return folder
+    return None
+
+
+def reachable_view(paths: list[Path], bwrap: str = "bwrap") -> list[str]:
+    """[] when every path can be reached by any user; otherwise a bubblewrap command (run as root)
+    that shows the same file system except that each blocking folder is replaced by an empty one
+    (mode 0755) holding only the needed paths, bound in place. Permissions of the files still apply."""
+    binds: dict[Path, list[Path]] = {}
+    for p in paths:
+        p = Path(os.path.abspath(p))
+        top = blocked_parent(p)
+        if top is not None:
+            binds.setdefault(top, []).append(p)
+    if not binds:
+        return []
+    args = [bwrap, "--dev-bind", "/", "/"]
+    for top, inside in sorted(binds.items()):
+        args += ["--perms", "0755", "--tmpfs", str(top)]
+        made = {top}
+        for p in sorted(set(inside), key=lambda q: len(q.parts)):
+            if any(m in p.parents for m in inside if m != p):
+                continue  # an outer bind already shows it
+            for a in reversed(p.parents):
+                if top in a.parents and a not in made:
+                    made.add(a)
+                    args += ["--perms", "0755", "--dir", str(a)]
+            args += ["--bind", str(p), str(p)]
+    return args
+
+
+class CourseSpawner(LocalProcessSpawner):
+    """JupyterHub's local process spawner; where the course's Python cannot be reached by the users
+    (see `reachable_view`), the server starts as root inside that bubblewrap view and `setpriv` then
+    becomes the user (uid, gid and groups), instead of becoming the user before the server starts."""
+
+    view = List(Unicode(), help="bubblewrap arguments of the view; empty: start servers as usual").tag(config=True)
+
+    def make_preexec_fn(self, name):
+        """Start in the server's root folder (formgrader finds the course's config there); as the
+        user, or as root when the view is used (setpriv becomes the user afterwards)."""
+        become_user = super().make_preexec_fn(name) if not self.view else (lambda: None)
+        start_in = self.format_string(self.notebook_dir) if self.notebook_dir else None
+        if start_in and not os.path.isabs(start_in):  # "~/..." is the user's, not the hub's home
+            start_in = os.path.join(pwd.getpwnam(name).pw_dir, start_in.lstrip("~/"))
+
+        def preexec():
+            become_user()  # the stock spawner's: setgid, setuid and chdir to the home folder
+            for folder in (start_in, pwd.getpwnam(name).pw_dir, "/"):
+                if folder:
+                    try:
+                        os.chdir(folder)
+                        return
+                    except OSError:
+                        continue
+        return preexec
+
+    async def _signal(self, sig):
+        """The server runs under bubblewrap, which passes on no signal and dies of SIGINT: signal
+        the whole process group instead (the stock spawner starts each server in a session of its
+        own), with SIGTERM for SIGINT (a server without a terminal would only ask whether to stop),
+        and count the server as running while anything in its group is."""
+        if not self.view:
+            return await super()._signal(sig)
+        try:
+            os.killpg(self.pid, signal.SIGTERM if sig == signal.SIGINT else sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def poll(self):
+        """None while anything of the server's process group runs (bubblewrap may be gone first)."""
+        pid = self.pid
+        status = await super().poll()
+        if status is not None and self.view and pid:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return status
+            self.pid = pid  # the stock poll forgot it when bubblewrap exited
+            return None
+        return status
+
+    async def start(self):
+        if not self.view:
+            return await super().start()
+        user = pwd.getpwnam(self.user.name)
+        become = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+        server = list(self.cmd)
+        self.cmd = [*self.view, "--", *become, *server]
+        try:
+            return await super().start()
+        finally:
+            self.cmd = server

@@ -1,0 +1,207 @@
+"""dlcourse.hub: the course's JupyterHub settings, checked without starting a hub
+(tests/test_jupyterhub.py runs the real one)."""
+import os
+import pwd
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from dlcourse import hub
+from dlcourse.hub import (
+    CourseHub,
+    CourseSpawner,
+    HubConfigError,
+    blocked_parent,
+    protect_course,
+    reachable_view,
+)
+from traitlets.config import Config
+
+ME = pwd.getpwuid(os.getuid()).pw_name  # an account that exists and owns the test's course
+
+
+@pytest.fixture
+def course(tmp_path, monkeypatch):
+    for var in list(os.environ):
+        if var.startswith("DLCOURSE_HUB_") or var == "DLCOURSE_EXCHANGE":
+            monkeypatch.delenv(var)
+    (tmp_path / "course").mkdir()
+    (tmp_path / "course" / "nbgrader_config.py").write_text("c = get_config()\n")
+    proxy = tmp_path / "configurable-http-proxy"
+    proxy.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("DLCOURSE_HUB_COURSE_DIR", str(tmp_path / "course"))
+    monkeypatch.setenv("DLCOURSE_HUB_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("DLCOURSE_EXCHANGE", str(tmp_path / "exchange"))
+    return tmp_path, proxy
+
+
+def test_settings_come_from_the_environment(course, monkeypatch):
+    tmp, proxy = course
+    monkeypatch.setenv("DLCOURSE_HUB_INSTRUCTOR", "teach")
+    monkeypatch.setenv("DLCOURSE_HUB_STUDENTS", "alice, bob  carol,alice")
+    roster = tmp / "roster.txt"
+    roster.write_text("# section 2\ndave\n\nerin\n")
+    monkeypatch.setenv("DLCOURSE_HUB_ROSTER", str(roster))
+    monkeypatch.setenv("DLCOURSE_HUB_PORT", "8123")
+    h = CourseHub()
+    assert h.instructor == "teach"
+    assert h.students == ["alice", "bob", "carol", "dave", "erin"]  # duplicates dropped, order kept
+    assert h.port == 8123 and h.ip == "127.0.0.1"
+    assert h.exchange == str(tmp / "exchange")
+
+
+def test_apply_fills_the_jupyterhub_config(course, monkeypatch):
+    tmp, proxy = course
+    c = Config()
+    CourseHub(instructor=ME, students=["alice", "bob"], port=8200, proxy=str(proxy), api_token="t0k").apply(c)
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8200"
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:8201"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:8202"
+    assert c.Authenticator.allowed_users == {ME, "alice", "bob"}
+    assert c.Authenticator.admin_users == {ME}
+    assert c.JupyterHub.authenticator_class == "pam" and c.JupyterHub.spawner_class is CourseSpawner
+    assert c.LocalAuthenticator.create_system_users is True
+    assert "HOME_MODE=0700" in c.LocalAuthenticator.add_user_cmd
+    assert c.JupyterHub.db_url.startswith(f"sqlite:///{tmp / 'state'}")
+    assert c.JupyterHub.services == [{"name": "course-admin", "api_token": "t0k"}]
+    # the exchange exists, is writable by everyone and sticky (only owners delete)
+    assert (tmp / "exchange").stat().st_mode & 0o7777 == 0o1777
+    assert (tmp / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_no_service_without_a_token(course):
+    tmp, proxy = course
+    c = Config()
+    CourseHub(instructor=ME, students=["alice"], proxy=str(proxy)).apply(c)
+    assert "services" not in c.JupyterHub
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(instructor="", students=["alice"]), "name the instructor"),
+    (dict(instructor="teach", students=["teach"]), "both the instructor and a student"),
+    (dict(instructor="nosuchaccount-dlc", students=["alice"]), "there is no Unix account"),
+])
+def test_settings_the_hub_cannot_start_with(course, settings, message):
+    tmp, proxy = course
+    with pytest.raises(HubConfigError, match=message):
+        CourseHub(proxy=str(proxy), **settings).apply(Config())
+
+
+@pytest.mark.parametrize("names", [["Alice"], ["bob smith"], ["../etc"], ["root;rm"], ["x" * 33]])
+def test_account_names_are_checked(course, names):
+    with pytest.raises(HubConfigError, match="not valid Unix account names"):
+        CourseHub(students=names)
+
+
+def test_missing_proxy_and_missing_course_are_reported(course, monkeypatch):
+    tmp, proxy = course
+    with pytest.raises(HubConfigError, match="make hub-proxy"):
+        CourseHub(instructor=ME, proxy=str(tmp / "nowhere")).check()
+    with pytest.raises(HubConfigError, match="not a course directory"):
+        CourseHub(instructor=ME, proxy=str(proxy), course_dir=str(tmp)).check()
+
+
+def test_the_course_must_belong_to_the_instructor(course):
+    tmp, proxy = course
+    others = [p for p in pwd.getpwall() if p.pw_uid != os.getuid()]
+    if not others:
+        pytest.skip("no second account on this machine")
+    with pytest.raises(HubConfigError, match="does not belong to the instructor: chown -R"):
+        CourseHub(instructor=others[0].pw_name, proxy=str(proxy)).check()
+
+
+def test_the_instructors_parts_of_the_course_are_kept_private(course):
+    tmp, proxy = course
+    root = tmp / "course"
+    (root / "solutions").mkdir(mode=0o755)
+    (root / "exercises").mkdir(mode=0o755)
+    protect_course(root)
+    assert (root / "gradebook.db").stat().st_size == 0  # created empty, before nbgrader makes it 0644
+    (root / "gradebook.db").chmod(0o644)
+    protect_course(root)
+    for name in ("solutions", "submitted", "autograded", "feedback", "grades"):
+        assert (root / name).is_dir() and (root / name).stat().st_mode & 0o777 == 0o700, name
+    assert (root / "gradebook.db").stat().st_mode & 0o777 == 0o600
+    assert (root / "exercises").stat().st_mode & 0o777 == 0o755  # the release stays readable
+
+
+def test_students_get_the_shared_nbgrader_settings_without_formgrader(course):
+    tmp, proxy = course
+    h = CourseHub(instructor="teach", students=["alice"], proxy=str(proxy))
+    student = h.user_environment("alice")["JUPYTER_CONFIG_PATH"].split(os.pathsep)
+    teacher = h.user_environment("teach")["JUPYTER_CONFIG_PATH"].split(os.pathsep)
+    common = str(hub.HUB_FILES / "config" / "common")
+    assert student == [str(hub.HUB_FILES / "config" / "student"), common]
+    assert teacher == [str(tmp / "course"), common]
+    assert h.user_environment("alice")["DLCOURSE_EXCHANGE"] == str(tmp / "exchange")
+    assert h.user_environment("alice")["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    off = (hub.HUB_FILES / "config" / "student" / "jupyter_server_config.json").read_text()
+    assert '"nbgrader.server_extensions.formgrader": false' in off
+
+
+def test_the_shared_nbgrader_config_names_the_exchange(monkeypatch, tmp_path):
+    from traitlets.config.loader import PyFileConfigLoader
+    monkeypatch.setenv("DLCOURSE_EXCHANGE", str(tmp_path / "ex"))
+    cfg = PyFileConfigLoader("nbgrader_config.py", path=str(hub.HUB_FILES / "config" / "common")).load_config()
+    assert cfg.Exchange.root == str(tmp_path / "ex") and cfg.CourseDirectory.course_id == "dlcourse"
+
+
+@pytest.fixture
+def open_dir():
+    """A folder every user can enter (pytest's own tmp_path sits in a private folder)."""
+    path = Path(tempfile.mkdtemp(prefix="dlcourse-view-", dir="/tmp"))
+    path.chmod(0o755)
+    if blocked_parent(path / "x") is not None:
+        pytest.skip("/tmp is closed to other users here")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_blocked_parent_finds_the_outermost_closed_folder(open_dir):
+    tmp_path = open_dir
+    a = tmp_path / "a"
+    (a / "b" / "c").mkdir(parents=True)
+    tmp_path.chmod(0o755)
+    a.chmod(0o755)
+    (a / "b").chmod(0o700)
+    try:
+        assert blocked_parent(a / "b" / "c" / "d") == a / "b"
+        assert blocked_parent(a / "b") is None  # the path itself may be private
+        (a / "b").chmod(0o711)
+        assert blocked_parent(a / "b" / "c" / "d") is None
+    finally:
+        (a / "b").chmod(0o755)
+
+
+def test_reachable_view_is_empty_when_nothing_is_closed(open_dir):
+    (open_dir / "open").mkdir(mode=0o755)
+    assert reachable_view([open_dir / "open" / "x", open_dir]) == []
+
+
+def test_reachable_view_binds_the_needed_paths_into_an_open_folder(open_dir):
+    tmp_path = open_dir
+    closed = tmp_path / "root"
+    (closed / "py" / "lib").mkdir(parents=True)
+    (closed / "course").mkdir()
+    closed.chmod(0o700)
+    try:
+        args = reachable_view([closed / "py", closed / "py" / "lib", closed / "course"], bwrap="bwrap")
+    finally:
+        closed.chmod(0o755)
+    assert args[:4] == ["bwrap", "--dev-bind", "/", "/"]
+    text = " ".join(args)
+    assert f"--perms 0755 --tmpfs {closed}" in text
+    assert f"--bind {closed / 'py'} {closed / 'py'}" in text
+    assert f"--bind {closed / 'course'} {closed / 'course'}" in text
+    assert f"--bind {closed / 'py' / 'lib'}" not in text  # shown by the bind of its parent
+
+
+def test_account_names_from_the_environment_are_checked_too(course, monkeypatch):
+    monkeypatch.setenv("DLCOURSE_HUB_STUDENTS", "alice Bob")
+    with pytest.raises(HubConfigError, match="Bob"):
+        CourseHub().students
+    monkeypatch.setenv("DLCOURSE_HUB_INSTRUCTOR", "te ach")
+    with pytest.raises(HubConfigError, match="te ach"):
+        CourseHub().instructor
