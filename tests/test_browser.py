@@ -162,6 +162,7 @@ class Job:
     path: str = ""                # the copy the browser opens, relative to the lab's root
     page: object = None
     started: float = 0.0
+    opened: float = 0.0
     result: dict = field(default_factory=dict)
 
     @property
@@ -169,9 +170,9 @@ class Job:
         return f"{self.kind}-{Path(self.source).stem}"
 
 
-def open_notebook(browser, base: str, token: str, job: Job) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    job.page = context.new_page()
+def open_notebook(context, base: str, token: str, job: Job) -> None:
+    job.opened = time.monotonic()
+    job.page = context.new_page()   # pages of one server share a context: JupyterLab's scripts load from its cache
     workspace = job.name.replace("_", "-")
     job.page.goto(f"{base}/lab/workspaces/{workspace}/tree/{job.path}?reset&token={token}", timeout=120_000)
     job.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
@@ -188,8 +189,8 @@ def open_notebook(browser, base: str, token: str, job: Job) -> None:
     job.started = time.monotonic()
 
 
-def start(job: Job, browser, base: str, token: str) -> None:
-    open_notebook(browser, base, token, job)
+def start(job: Job, context, base: str, token: str) -> None:
+    open_notebook(context, base, token, job)
     if job.kind == "lecture":
         job.page.evaluate(RUN_ALL, job.path)
     else:
@@ -275,6 +276,7 @@ def make_copy(job: Job, root: Path) -> None:
 def runs(labs, browser, screenshots):
     root, servers = labs
     server = {"lecture": servers[0], "release": servers[1], "filled": servers[2]}
+    contexts = {kind: browser.new_context(viewport={"width": 1400, "height": 1000}) for kind in server}
     jobs = [Job(p, "lecture") for p in LECTURES] + [Job(p, k) for p in EXERCISES for k in ("release", "filled")]
     for job in jobs:
         make_copy(job, root)
@@ -284,7 +286,7 @@ def runs(labs, browser, screenshots):
     while waiting or active:
         while waiting and len(active) < PARALLEL:
             job = waiting.pop(0)
-            start(job, browser, *server[job.kind])
+            start(job, contexts[job.kind], *server[job.kind])
             active.append(job)
         for job in list(active):
             try:
@@ -300,11 +302,16 @@ def runs(labs, browser, screenshots):
                     except AssertionError as error:
                         job.result["moved"] = f"failed: {error}"
                 job.page.screenshot(path=str(screenshots / f"{job.name}.png"))
-                job.page.context.close()
+                job.page.close()
+                job.result["seconds"] = time.monotonic() - job.opened
                 done.append(job)
         if active:
             active[0].page.wait_for_timeout(250)
-    print(f"browser: {len(done)} notebooks in {time.monotonic() - began:.0f} s")
+    for context in contexts.values():
+        context.close()
+    print(f"browser: {len(done)} notebooks in {time.monotonic() - began:.0f} s; each, from opening to done:")
+    for job in sorted(done, key=lambda j: -j.result["seconds"]):
+        print(f"  {job.result['seconds']:6.1f} s  {job.name}")
     return {(j.kind, j.source): j.result for j in done}
 
 

@@ -297,13 +297,14 @@ class CourseSpawner(LocalProcessSpawner):
         """Start in the server's root folder (formgrader finds the course's config there); as the
         user, or as root when the view is used (setpriv becomes the user afterwards)."""
         become_user = super().make_preexec_fn(name) if not self.view else (lambda: None)
+        home = pwd.getpwnam(name).pw_dir  # looked up here: the child of a threaded process should not
         start_in = self.format_string(self.notebook_dir) if self.notebook_dir else None
         if start_in and not os.path.isabs(start_in):  # "~/..." is the user's, not the hub's home
-            start_in = os.path.join(pwd.getpwnam(name).pw_dir, start_in.lstrip("~/"))
+            start_in = os.path.join(home, start_in.removeprefix("~").lstrip("/"))
 
         def preexec():
             become_user()  # the stock spawner's: setgid, setuid and chdir to the home folder
-            for folder in (start_in, pwd.getpwnam(name).pw_dir, "/"):
+            for folder in (start_in, home, "/"):
                 if folder:
                     try:
                         os.chdir(folder)
