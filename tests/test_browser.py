@@ -16,6 +16,7 @@ Screenshots of each notebook go to the folder in DLCOURSE_SCREENSHOTS (default
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shlex
@@ -58,7 +59,10 @@ def start_lab(home: Path, root: Path, log_path: Path):
     cmd = shlex.split(next(line for line in dry.stdout.splitlines() if "jupyter lab" in line))
     assert any(a.startswith("--ServerApp.root_dir=") for a in cmd), cmd
     cmd = [f"--ServerApp.root_dir={root}" if a.startswith("--ServerApp.root_dir=") else a for a in cmd]
-    env = dict(os.environ, HOME=str(home), PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    # one thread per kernel: several notebooks run at once here, and torch's threads of one kernel
+    # spinning while another kernel holds the core made a lecture ten times slower
+    env = dict(os.environ, HOME=str(home), PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, log, f"http://127.0.0.1:{port}", token
@@ -100,15 +104,8 @@ def labs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    found = ensure_debian_packages(["chromium"], binaries=["chromium"])
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=found["chromium"], args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+def chromium() -> str:
+    return ensure_debian_packages(["chromium"], binaries=["chromium"])["chromium"]
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +157,7 @@ class Job:
     source: str                   # the course's notebook (lectures/..., exercises/...)
     kind: str                     # "lecture", "release" (untouched exercise) or "filled"
     path: str = ""                # the copy the browser opens, relative to the lab's root
-    page: object = None
+    page: object = None           # playwright's async Page while the job runs
     started: float = 0.0
     opened: float = 0.0
     result: dict = field(default_factory=dict)
@@ -170,88 +167,135 @@ class Job:
         return f"{self.kind}-{Path(self.source).stem}"
 
 
-def open_notebook(context, base: str, token: str, job: Job) -> None:
+async def open_notebook(context, base: str, token: str, job: Job) -> None:
     job.opened = time.monotonic()
-    job.page = context.new_page()   # pages of one server share a context: JupyterLab's scripts load from its cache
+    job.page = await context.new_page()   # pages of one server share a context: JupyterLab's scripts load from its cache
+    page = job.page
     workspace = job.name.replace("_", "-")
-    job.page.goto(f"{base}/lab/workspaces/{workspace}/tree/{job.path}?reset&token={token}", timeout=120_000)
-    job.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
-    job.page.wait_for_function(OPENED, arg=job.path, timeout=120_000, polling=250)
+    await page.goto(f"{base}/lab/workspaces/{workspace}/tree/{job.path}?reset&token={token}", timeout=120_000)
+    await page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
+    await page.wait_for_function(OPENED, arg=job.path, timeout=120_000, polling=250)
     for attempt in range(3):   # the page may replace its session while starting: ask again
         try:
-            if job.page.evaluate(READY, job.path):
+            if await page.evaluate(READY, job.path):
                 break
         except Exception as error:  # playwright's Error (e.g. a promise collected with its old session)
             if attempt == 2:
                 raise AssertionError(f"{job.path}: the kernel did not start: {error}") from error
-        job.page.wait_for_timeout(1000)
-    job.page.wait_for_function(KERNEL_IDLE, arg=job.path, timeout=120_000, polling=250)
+        await page.wait_for_timeout(1000)
+    await page.wait_for_function(KERNEL_IDLE, arg=job.path, timeout=120_000, polling=250)
     job.started = time.monotonic()
 
 
-def start(job: Job, context, base: str, token: str) -> None:
-    open_notebook(context, base, token, job)
-    if job.kind == "lecture":
-        job.page.evaluate(RUN_ALL, job.path)
-    else:
-        job.page.locator(".validate-button").first.click()
-
-
-def finished(job: Job) -> bool:
+async def finished(job: Job) -> bool:
     if time.monotonic() - job.started > JOB_TIMEOUT:
         raise AssertionError(f"{job.path}: not finished after {JOB_TIMEOUT} s")
+    page = job.page
     if job.kind == "lecture":
-        status = job.page.evaluate(STATUS, job.path)
+        status = await page.evaluate(STATUS, job.path)
         job.result = status
         return status["done"] == status["total"] and status["status"] == "idle"
-    dialog = job.page.locator(".jp-Dialog .validation-success, .jp-Dialog .validation-failed, .jp-Dialog pre")
-    if dialog.count() == 0:
+    dialog = page.locator(".jp-Dialog .validation-success, .jp-Dialog .validation-failed, .jp-Dialog pre")
+    if await dialog.count() == 0:
         return False
-    body = job.page.locator(".jp-Dialog-body").first
-    job.result = {"success": job.page.locator(".jp-Dialog .validation-success").count() > 0,
-                  "text": body.inner_text()}
+    body = page.locator(".jp-Dialog-body").first
+    job.result = {"success": await page.locator(".jp-Dialog .validation-success").count() > 0,
+                  "text": await body.inner_text()}
     return True
 
 
-def move_a_control(job: Job) -> str:
+async def move_a_control(job: Job) -> str:
     """Move the controls of the lecture's last widget one after the other until what it shows
     changes; return the kind of control that did it (fails when none changes it within 20 s)."""
     page = job.page
     widgets = page.locator(".jp-OutputArea-output .jupyter-widgets")
-    assert widgets.count() > 0, f"{job.path}: no widget rendered"
-    text = page.evaluate(WIDGET_TEXT)
+    try:  # rendering may lag behind the kernel on a busy machine (and cells out of view render late)
+        await page.locator(".jp-Notebook .jp-Cell").last.scroll_into_view_if_needed(timeout=10_000)
+        await widgets.first.wait_for(state="attached", timeout=60_000)
+    except Exception:
+        pass
+    assert await widgets.count() > 0, f"{job.path}: no widget rendered"
+    text = await page.evaluate(WIDGET_TEXT)
     assert "Error displaying widget" not in text and "Loading widget" not in text, f"{job.path}: a widget did not render"
     controls = ".noUi-handle, .widget-dropdown select, .widget-text input"
     areas = page.locator(".jp-Cell-outputArea").filter(has=page.locator(controls))   # not the progress bars
-    assert areas.count() > 0, f"{job.path}: the widgets have no slider, dropdown or text box"
+    assert await areas.count() > 0, f"{job.path}: the widgets have no slider, dropdown or text box"
     area = areas.last
-    area.scroll_into_view_if_needed()
+    await area.scroll_into_view_if_needed()
     shown = area.locator(".widget-html-content, .widget-output")   # what the widget shows, not its controls
 
-    def what_it_shows() -> str:
-        return "\n".join(shown.nth(i).inner_html() for i in range(shown.count()))
+    async def what_it_shows() -> str:
+        return "\n".join([await shown.nth(i).inner_html() for i in range(await shown.count())])
 
-    before = what_it_shows()
-    attempts = []                                    # (description, action), tried in order
+    async def press(handle, key) -> None:
+        await handle.focus()
+        for _ in range(3):
+            await page.keyboard.press(key)
+
+    async def pick_another(select) -> None:  # the next option, read when it is picked (options may change)
+        count = await select.locator("option").count()
+        current = await select.evaluate("s => s.selectedIndex")
+        await select.select_option(index=(current + 1) % max(count, 1), timeout=10_000)
+
+    async def type_into(box) -> None:
+        await box.fill("a new sentence to try")
+        await box.press("Enter")
+
+    before = await what_it_shows()
+    attempts = []                                    # (description, coroutine function), tried in order
     handles = area.locator(".noUi-handle")
-    for i in range(handles.count()):
+    for i in range(await handles.count()):
         for key in ("ArrowRight", "ArrowLeft"):
-            attempts.append((f"slider {i + 1} ({key})", lambda h=handles.nth(i), k=key: (h.focus(), [page.keyboard.press(k) for _ in range(3)])))
+            attempts.append((f"slider {i + 1} ({key})", lambda h=handles.nth(i), k=key: press(h, k)))
     selects = area.locator(".widget-dropdown select")
-    for i in range(selects.count()):
-        options = selects.nth(i).locator("option").all_inner_texts()
-        attempts.append((f"dropdown {i + 1}", lambda sel=selects.nth(i), o=options: sel.select_option(label=o[-1] if len(o) > 1 else o[0])))
+    for i in range(await selects.count()):
+        attempts.append((f"dropdown {i + 1}", lambda sel=selects.nth(i): pick_another(sel)))
     boxes = area.locator(".widget-text input")
-    for i in range(boxes.count()):
-        attempts.append((f"text box {i + 1}", lambda b=boxes.nth(i): (b.fill("a new sentence to try"), b.press("Enter"))))
+    for i in range(await boxes.count()):
+        attempts.append((f"text box {i + 1}", lambda b=boxes.nth(i): type_into(b)))
+    failures = []
     for moved, action in attempts:
-        action()
+        try:
+            await action()
+        except Exception as error:  # playwright's Error or TimeoutError: try the next control
+            failures.append(f"{moved}: {str(error).splitlines()[0]}")
+            continue
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if what_it_shows() != before:
+            if await what_it_shows() != before:
                 return moved.split(" ")[0] if not moved.startswith("text") else "text box"
-            page.wait_for_timeout(200)
-    raise AssertionError(f"{job.path}: moving its controls ({', '.join(m for m, _ in attempts)}) did not change the widget")
+            await page.wait_for_timeout(200)
+    raise AssertionError(f"{job.path}: moving its controls ({', '.join(m for m, _ in attempts)}) did not change "
+                         f"the widget" + (f"; could not move: {'; '.join(failures)}" if failures else ""))
+
+
+async def run_job(job: Job, context, server: tuple[str, str], screenshots: Path) -> None:
+    """Open the notebook, Run All (a lecture) or click Validate (an exercise), wait for the end by
+    polling the page, move a lecture's widget, take the screenshot."""
+    try:
+        await open_notebook(context, *server, job)
+        if job.kind == "lecture":
+            await job.page.evaluate(RUN_ALL, job.path)
+        else:
+            await job.page.locator(".validate-button").first.click()
+        while not await finished(job):
+            await asyncio.sleep(0.25)
+        job.result["phases"] = {"open": job.started - job.opened, "run": time.monotonic() - job.started}
+        if job.kind == "lecture" and not job.result["errors"]:
+            try:
+                job.result["moved"] = await move_a_control(job)
+            except Exception as error:  # an assertion, or playwright's Error: this lecture fails
+                job.result["moved"] = f"failed: {error}"
+    except Exception as error:  # too slow, or the page broke: report it on this notebook's test
+        job.result = {"errors": [f"{type(error).__name__}: {error}"], "success": False, "text": str(error),
+                      "done": 0, "total": 0, "moved": "not reached"}
+    finally:
+        if job.page is not None:
+            try:
+                await job.page.screenshot(path=str(screenshots / f"{job.name}.png"))
+            finally:
+                await job.page.close()
+        job.result["seconds"] = time.monotonic() - job.opened
 
 
 def make_copy(job: Job, root: Path) -> None:
@@ -272,47 +316,55 @@ def make_copy(job: Job, root: Path) -> None:
 
 
 # ------------------------------------------------------------------ the test
+async def run_all(jobs: list[Job], chromium: str, lectures: tuple[str, str], validators: list[tuple[str, str]],
+                  screenshots: Path) -> None:
+    """Lectures run PARALLEL at a time on one server (their kernels run side by side). nbgrader's
+    Validate holds its server while it runs, so each validation takes a server of its own from
+    the pool. Every job is a task: a page that loads or a widget that is moved holds up no other."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            contexts = {base: await browser.new_context(viewport={"width": 1400, "height": 1000})
+                        for base, _ in [lectures, *validators]}
+            slots = asyncio.Semaphore(PARALLEL)
+            free = asyncio.Queue()
+            for server in validators:
+                free.put_nowait(server)
+
+            async def lecture(job: Job) -> None:
+                async with slots:
+                    await run_job(job, contexts[lectures[0]], lectures, screenshots)
+
+            async def validation(job: Job) -> None:
+                server = await free.get()
+                try:
+                    await run_job(job, contexts[server[0]], server, screenshots)
+                finally:
+                    free.put_nowait(server)
+
+            await asyncio.gather(*(lecture(j) if j.kind == "lecture" else validation(j) for j in jobs))
+        finally:
+            await browser.close()
+
+
 @pytest.fixture(scope="module")
-def runs(labs, browser, screenshots):
+def runs(labs, chromium, screenshots):
+    pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install -e '.[dev]')")
     root, servers = labs
-    server = {"lecture": servers[0], "release": servers[1], "filled": servers[2]}
-    contexts = {kind: browser.new_context(viewport={"width": 1400, "height": 1000}) for kind in server}
-    jobs = [Job(p, "lecture") for p in LECTURES] + [Job(p, k) for p in EXERCISES for k in ("release", "filled")]
+    # the longest first, roughly (a bigger notebook has more to run and to draw), so none is left alone at the end
+    lectures = sorted(LECTURES, key=lambda p: -(REPO / p).stat().st_size)
+    jobs = [Job(p, "lecture") for p in lectures] + [Job(p, k) for p in EXERCISES for k in ("filled", "release")]
     for job in jobs:
         make_copy(job, root)
-    jobs.sort(key=lambda j: (Path(j.source).name, j.kind))   # interleave lectures and validations
-    waiting, active, done = list(jobs), [], []
     began = time.monotonic()
-    while waiting or active:
-        while waiting and len(active) < PARALLEL:
-            job = waiting.pop(0)
-            start(job, contexts[job.kind], *server[job.kind])
-            active.append(job)
-        for job in list(active):
-            try:
-                complete = finished(job)
-            except AssertionError as error:      # too slow: report it on this notebook's test
-                job.result = {"errors": [str(error)], "success": False, "text": str(error), "done": 0, "total": 0}
-                complete = True
-            if complete:
-                active.remove(job)
-                if job.kind == "lecture" and not job.result["errors"]:
-                    try:
-                        job.result["moved"] = move_a_control(job)
-                    except AssertionError as error:
-                        job.result["moved"] = f"failed: {error}"
-                job.page.screenshot(path=str(screenshots / f"{job.name}.png"))
-                job.page.close()
-                job.result["seconds"] = time.monotonic() - job.opened
-                done.append(job)
-        if active:
-            active[0].page.wait_for_timeout(250)
-    for context in contexts.values():
-        context.close()
-    print(f"browser: {len(done)} notebooks in {time.monotonic() - began:.0f} s; each, from opening to done:")
-    for job in sorted(done, key=lambda j: -j.result["seconds"]):
-        print(f"  {job.result['seconds']:6.1f} s  {job.name}")
-    return {(j.kind, j.source): j.result for j in done}
+    asyncio.run(run_all(jobs, chromium, servers[0], servers[1:], screenshots))
+    print(f"browser: {len(jobs)} notebooks in {time.monotonic() - began:.0f} s; each, from opening to done:")
+    for job in sorted(jobs, key=lambda j: -j.result["seconds"]):
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in job.result.get("phases", {}).items())
+        print(f"  {job.result['seconds']:6.1f} s  {job.name}  ({phases}; moved: {job.result.get('moved', '-')})")
+    return {(j.kind, j.source): j.result for j in jobs}
 
 
 @pytest.mark.parametrize("path", LECTURES)
