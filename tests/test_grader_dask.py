@@ -23,7 +23,7 @@ from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
 from nbgrader_harness import Course, solved
 from system_packages import ensure_debian_packages
 
-from dlcourse.grading.batch import Settings, grade_batch
+from dlcourse.grading.batch import RETRY_NOTE, Settings, grade_batch
 from dlcourse.grading.sandbox import Limits
 
 distributed = pytest.importorskip("distributed", reason="needs distributed (the dev extra)")
@@ -81,13 +81,10 @@ def csv_rows(root: Path) -> dict:
         return {r["student"]: r for r in csv.DictReader(f)}
 
 
-RETRIED = "the kernel died on the first try; graded a second time"   # the grader's recovery, not a result
-
-
 def stable(rows: dict) -> dict:
     """The rows without what may differ between two runs: times, the worker, and the note that a
     kernel died once and the submission was graded again (scores, flags and status must still agree)."""
-    return {s: {k: ([n for n in v if n != RETRIED] if k == "notes" else v) for k, v in r.items() if k not in VOLATILE}
+    return {s: {k: ([n for n in v if n != RETRY_NOTE] if k == "notes" else v) for k, v in r.items() if k not in VOLATILE}
             for s, r in rows.items()}
 
 

@@ -38,6 +38,10 @@ from dlcourse.grading.cgroups import MemoryCap
 from dlcourse.grading.sandbox import FIRST_UID, Limits, check_bwrap, private_tmpfs
 
 
+# the note on a row whose kernel died once and which was graded again
+RETRY_NOTE = "the kernel died on the first try; graded a second time"
+
+
 def default_cell_timeout() -> int:
     """DLCOURSE_CELL_TIMEOUT (what nbgrader_config.py uses for `nbgrader autograde`), else 300 s."""
     return int(os.environ.get("DLCOURSE_CELL_TIMEOUT", "300"))
@@ -476,7 +480,7 @@ class _Runner:
                     self._release(job)
                     if outcome.retry:
                         job.retried = True
-                        job.row["notes"].append("the kernel died on the first try; graded a second time")
+                        job.row["notes"].append(RETRY_NOTE)
                         todo.insert(0, job)
                     else:
                         outcome.seconds = round(time.monotonic() - job.started, 2)  # this student's last attempt
