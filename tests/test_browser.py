@@ -11,8 +11,9 @@ The browser works on copies in a temporary folder that the test's JupyterLab ser
 Run All, autosave and Validate (which saves first) must never rewrite the course's own notebooks.
 
 Screenshots of each notebook go to the folder in DLCOURSE_SCREENSHOTS (default
-.jupyter-state/screenshots/, git-ignored); the test prints where. Notebooks run two at a time
-(one per core): each job is polled, never waited on with a fixed sleep.
+.jupyter-state/screenshots/, git-ignored); the test prints where. Every notebook is an asyncio
+task: lectures run PARALLEL at a time on one lab server, each Validate holds one of two other
+servers; a job waits on the kernel's status and the page's state, never on a fixed sleep.
 """
 from __future__ import annotations
 
