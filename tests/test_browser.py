@@ -13,16 +13,21 @@ Run All, autosave and Validate (which saves first) must never rewrite the course
 Screenshots of each notebook go to the folder in DLCOURSE_SCREENSHOTS (default
 .jupyter-state/screenshots/, git-ignored); the test prints where. Every notebook is an asyncio
 task: lectures run PARALLEL at a time on one lab server, each Validate holds one of two other
-servers; a job waits on the kernel's status and the page's state, never on a fixed sleep.
+servers; a job waits on the kernel's status and the page's state, never on a fixed sleep. A page
+loads JupyterLab once and then opens one notebook after another (`Tabs`), and the test prints how
+long each job waited, opened and ran, and how busy the machine's CPUs were.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -60,23 +65,40 @@ def start_lab(home: Path, root: Path, log_path: Path):
     cmd = shlex.split(next(line for line in dry.stdout.splitlines() if "jupyter lab" in line))
     assert any(a.startswith("--ServerApp.root_dir=") for a in cmd), cmd
     cmd = [f"--ServerApp.root_dir={root}" if a.startswith("--ServerApp.root_dir=") else a for a in cmd]
+    # the test's own workspaces (a fresh, empty one per page; none kept in the course's .jupyter-state)
+    assert any(a.startswith("--LabApp.workspaces_dir=") for a in cmd), cmd
+    cmd = [f"--LabApp.workspaces_dir={home / 'workspaces'}" if a.startswith("--LabApp.workspaces_dir=") else a
+           for a in cmd]
+    # Kernels talk over Unix sockets, not TCP: three servers and nbgrader's Validate start dozens of
+    # kernels at once here, and a TCP port that jupyter_client found free was taken by another
+    # kernel before this one bound it ("Address already in use"; Validate then failed with "Kernel
+    # didn't respond"). Both the server and nbgrader read the setting from JUPYTER_CONFIG_PATH; the
+    # sockets live in a short runtime folder (a Unix socket's path has at most 107 bytes).
+    extra_config = home / "extra-config"
+    extra_config.mkdir(exist_ok=True)
+    for name in ("jupyter_server_config.json", "nbgrader_config.json"):
+        (extra_config / name).write_text(json.dumps({"KernelManager": {"transport": "ipc"}}))
+    runtime = tempfile.mkdtemp(prefix="jlab-")
+    assert any(a.startswith("JUPYTER_RUNTIME_DIR=") for a in cmd), cmd
+    cmd = [f"JUPYTER_RUNTIME_DIR={runtime}" if a.startswith("JUPYTER_RUNTIME_DIR=") else a for a in cmd]
     # one thread per kernel: several notebooks run at once here, and torch's threads of one kernel
     # spinning while another kernel holds the core made a lecture ten times slower
     env = dict(os.environ, HOME=str(home), PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", JUPYTER_CONFIG_PATH=str(extra_config))
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.runtime = runtime   # removed by stop_lab
     return proc, log, f"http://127.0.0.1:{port}", token
 
 
 def stop_lab(proc) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(proc.runtime, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +143,23 @@ def screenshots() -> Path:
 FIND_PANEL = """
 (path) => {
   const app = window.jupyterapp;
+  if (!app || !app.shell) { return null; }
   for (const w of app.shell.widgets('main')) {
     if (w.context && w.context.path === path) { return w; }
   }
   return null;
 }
 """
+APP_READY = "() => !!(window.jupyterapp && window.jupyterapp.shell)"
+RESTORED = "async () => { await window.jupyterapp.restored; return true; }"
+OPEN = """async (path) => { const app = window.jupyterapp;
+  const panel = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
+  app.shell.activateById(panel.id);
+  return panel.id; }"""
+CLOSE = "async (path) => { const panel = (" + FIND_PANEL + """)(path);
+  if (!panel) { return; }
+  try { await panel.sessionContext.shutdown(); } catch (e) { /* no kernel, or it is gone already */ }
+  panel.dispose(); }"""
 OPENED = "(path) => { const panel = (" + FIND_PANEL + """)(path); return !!(panel && panel.content); }"""
 READY = "async (path) => { const panel = (" + FIND_PANEL + """)(path);
   await panel.context.ready; await panel.sessionContext.ready;
@@ -158,7 +191,8 @@ class Job:
     source: str                   # the course's notebook (lectures/..., exercises/...)
     kind: str                     # "lecture", "release" (untouched exercise) or "filled"
     path: str = ""                # the copy the browser opens, relative to the lab's root
-    page: object = None           # playwright's async Page while the job runs
+    page: object = None           # playwright's async Page (a tab of the pool) while the job runs
+    panel: str = ""               # the DOM id of the notebook's panel in that page
     started: float = 0.0
     opened: float = 0.0
     result: dict = field(default_factory=dict)
@@ -168,13 +202,45 @@ class Job:
         return f"{self.kind}-{Path(self.source).stem}"
 
 
-async def open_notebook(context, base: str, token: str, job: Job) -> None:
-    job.opened = time.monotonic()
-    job.page = await context.new_page()   # pages of one server share a context: JupyterLab's scripts load from its cache
+class Tabs:
+    """Long-lived JupyterLab pages of one server, at most `size` at a time. Loading JupyterLab
+    costs a page seconds of CPU, so a page opens one notebook after another (docmanager:open),
+    each closed with its kernel shut down before the next. A page that broke is closed, not reused."""
+
+    def __init__(self, context, base: str, token: str, size: int):
+        self.context, self.base, self.token = context, base, token
+        self.slots, self.idle = asyncio.Semaphore(size), []
+
+    async def acquire(self):
+        await self.slots.acquire()
+        if self.idle:
+            return self.idle.pop()
+        try:
+            page = await self.context.new_page()   # pages of one server share a context: scripts come from its cache
+            # a fresh workspace: the page opens nothing but what a job asks for
+            await page.goto(f"{self.base}/lab/workspaces/t{secrets.token_hex(6)}?token={self.token}", timeout=120_000)
+            await page.wait_for_function(APP_READY, timeout=120_000, polling=250)
+            await page.evaluate(RESTORED)
+            return page
+        except BaseException:
+            self.slots.release()
+            raise
+
+    async def release(self, page, healthy: bool) -> None:
+        if healthy:
+            self.idle.append(page)
+        else:
+            try:
+                await page.close()
+            except Exception:  # noqa: BLE001 -- a crashed page may not close cleanly; it is dropped either way
+                pass
+        self.slots.release()
+
+
+async def open_notebook(job: Job) -> None:
+    """Open the job's notebook in its page and wait until its kernel is idle."""
     page = job.page
-    workspace = job.name.replace("_", "-")
-    await page.goto(f"{base}/lab/workspaces/{workspace}/tree/{job.path}?reset&token={token}", timeout=120_000)
-    await page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
+    job.panel = await page.evaluate(OPEN, job.path)
     await page.wait_for_function(OPENED, arg=job.path, timeout=120_000, polling=250)
     for attempt in range(3):   # the page may replace its session while starting: ask again
         try:
@@ -186,6 +252,18 @@ async def open_notebook(context, base: str, token: str, job: Job) -> None:
         await page.wait_for_timeout(1000)
     await page.wait_for_function(KERNEL_IDLE, arg=job.path, timeout=120_000, polling=250)
     job.started = time.monotonic()
+
+
+async def close_notebook(job: Job) -> None:
+    """Dismiss Validate's dialog, shut the notebook's kernel down and close its panel: the page is
+    empty again for the next job."""
+    page = job.page
+    dialogs = page.locator(".jp-Dialog")
+    if await dialogs.count():
+        await page.keyboard.press("Escape")
+        await dialogs.first.wait_for(state="detached", timeout=10_000)
+    await page.evaluate(CLOSE, job.path)
+    await page.wait_for_function("(path) => !(" + FIND_PANEL + ")(path)", arg=job.path, timeout=10_000)
 
 
 async def finished(job: Job) -> bool:
@@ -270,23 +348,29 @@ async def move_a_control(job: Job) -> str:
                          f"the widget" + (f"; could not move: {'; '.join(failures)}" if failures else ""))
 
 
-async def run_job(job: Job, context, server: tuple[str, str], screenshots: Path) -> None:
-    """Open the notebook, Run All (a lecture) or click Validate (an exercise), wait for the end by
-    polling the page, move a lecture's widget, take the screenshot."""
+async def run_job(job: Job, tabs: Tabs, screenshots: Path) -> None:
+    """Open the notebook in a tab of the pool, Run All (a lecture) or click Validate (an exercise),
+    wait for the end by polling the page, move a lecture's widget, take the screenshot, close it."""
+    began = time.monotonic()
+    healthy = False
     try:
-        await open_notebook(context, *server, job)
+        job.page = await tabs.acquire()
+        job.opened = time.monotonic()
+        await open_notebook(job)
         if job.kind == "lecture":
             await job.page.evaluate(RUN_ALL, job.path)
         else:
-            await job.page.locator(".validate-button").first.click()
+            await job.page.locator(f"#{job.panel} .validate-button").first.click()
         while not await finished(job):
             await asyncio.sleep(0.25)
-        job.result["phases"] = {"open": job.started - job.opened, "run": time.monotonic() - job.started}
+        job.result["phases"] = {"wait": job.opened - began, "open": job.started - job.opened,
+                                "run": time.monotonic() - job.started}
         if job.kind == "lecture" and not job.result["errors"]:
             try:
                 job.result["moved"] = await move_a_control(job)
             except Exception as error:  # an assertion, or playwright's Error: this lecture fails
                 job.result["moved"] = f"failed: {error}"
+        healthy = True
     except Exception as error:  # too slow, or the page broke: report it on this notebook's test
         job.result = {"errors": [f"{type(error).__name__}: {error}"], "success": False, "text": str(error),
                       "done": 0, "total": 0, "moved": "not reached"}
@@ -294,9 +378,13 @@ async def run_job(job: Job, context, server: tuple[str, str], screenshots: Path)
         if job.page is not None:
             try:
                 await job.page.screenshot(path=str(screenshots / f"{job.name}.png"))
-            finally:
-                await job.page.close()
-        job.result["seconds"] = time.monotonic() - job.opened
+                if healthy:
+                    await close_notebook(job)
+            except Exception as error:  # noqa: BLE001 -- this page is not reused; the job's result stands
+                healthy = False
+                job.result.setdefault("notes", []).append(f"closing failed: {error}")
+            await tabs.release(job.page, healthy)
+        job.result["seconds"] = time.monotonic() - (job.opened or began)
 
 
 def make_copy(job: Job, root: Path) -> None:
@@ -319,35 +407,43 @@ def make_copy(job: Job, root: Path) -> None:
 # ------------------------------------------------------------------ the test
 async def run_all(jobs: list[Job], chromium: str, lectures: tuple[str, str], validators: list[tuple[str, str]],
                   screenshots: Path) -> None:
-    """Lectures run PARALLEL at a time on one server (their kernels run side by side). nbgrader's
-    Validate holds its server while it runs, so each validation takes a server of its own from
-    the pool. Every job is a task: a page that loads or a widget that is moved holds up no other."""
+    """Lectures run PARALLEL at a time on one server (their kernels run side by side), each in a
+    tab of that server's pool. nbgrader's Validate holds its server while it runs, so each
+    validation takes a server (with its one tab) from the pool of the others. Every job is a
+    task: a page that loads or a widget that is moved holds up no other."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            contexts = {base: await browser.new_context(viewport={"width": 1400, "height": 1000})
-                        for base, _ in [lectures, *validators]}
-            slots = asyncio.Semaphore(PARALLEL)
+            lecture_tabs = Tabs(await browser.new_context(viewport={"width": 1400, "height": 1000}), *lectures,
+                                size=PARALLEL)
             free = asyncio.Queue()
             for server in validators:
-                free.put_nowait(server)
-
-            async def lecture(job: Job) -> None:
-                async with slots:
-                    await run_job(job, contexts[lectures[0]], lectures, screenshots)
+                free.put_nowait(Tabs(await browser.new_context(viewport={"width": 1400, "height": 1000}), *server,
+                                     size=1))
 
             async def validation(job: Job) -> None:
                 server = await free.get()
                 try:
-                    await run_job(job, contexts[server[0]], server, screenshots)
+                    await run_job(job, server, screenshots)
                 finally:
                     free.put_nowait(server)
 
-            await asyncio.gather(*(lecture(j) if j.kind == "lecture" else validation(j) for j in jobs))
+            await asyncio.gather(*(run_job(j, lecture_tabs, screenshots) if j.kind == "lecture" else validation(j)
+                                   for j in jobs))
         finally:
             await browser.close()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy (Linux's /proc/stat; 0.0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, idle, iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="module")
@@ -359,9 +455,11 @@ def runs(labs, chromium, screenshots):
     jobs = [Job(p, "lecture") for p in lectures] + [Job(p, k) for p in EXERCISES for k in ("filled", "release")]
     for job in jobs:
         make_copy(job, root)
-    began = time.monotonic()
+    began, cpu = time.monotonic(), cpu_seconds()
     asyncio.run(run_all(jobs, chromium, servers[0], servers[1:], screenshots))
-    print(f"browser: {len(jobs)} notebooks in {time.monotonic() - began:.0f} s; each, from opening to done:")
+    wall = time.monotonic() - began
+    busy = f", the machine's CPUs busy {(cpu_seconds() - cpu) / wall:.2f} of {os.cpu_count()}" if cpu else ""
+    print(f"browser: {len(jobs)} notebooks in {wall:.0f} s{busy}; each, from opening to done:")
     for job in sorted(jobs, key=lambda j: -j.result["seconds"]):
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in job.result.get("phases", {}).items())
         print(f"  {job.result['seconds']:6.1f} s  {job.name}  ({phases}; moved: {job.result.get('moved', '-')})")
