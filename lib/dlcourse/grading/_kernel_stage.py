@@ -29,6 +29,37 @@ def _limit(name: str, value: int) -> None:
     resource.setrlimit(kind, (soft, hard))
 
 
+def apply_limits(limits: dict) -> None:
+    """Every rlimit of the kernel (Limits.rlimits()), before any student code exists."""
+    for name, value in limits.items():
+        _limit(name, int(value))
+
+
+def switch_user(uid) -> None:
+    """The kernel's own unprivileged uid and gid, no supplementary groups (None: keep the current)."""
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+
+def write_own_connection(connection: bytes, connection_dir: str) -> str:
+    """A copy of the connection file that the kernel's uid can read (0600, its own); its path."""
+    own_connection = os.path.join(connection_dir, "kernel-own.json")
+    fd = os.open(own_connection, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(connection)
+    return own_connection
+
+
+def kernel_environment(environ, home: str) -> dict:
+    """KEEP_ENV of `environ`, and the kernel's own folders (all in its scratch folder)."""
+    env = {k: v for k, v in environ.items() if k in KEEP_ENV}
+    env.update(HOME=home, TMPDIR=home, IPYTHONDIR=os.path.join(home, ".ipython"),
+               MPLCONFIGDIR=os.path.join(home, ".matplotlib"), MPLBACKEND="agg", PYTHONNOUSERSITE="1")
+    return env
+
+
 def main(argv: list[str]) -> None:
     settings = json.loads(argv[1])
     connection_file = argv[2]
@@ -38,28 +69,16 @@ def main(argv: list[str]) -> None:
     with open(connection_file, "rb") as f:
         connection = f.read()
 
-    for name, value in settings["limits"].items():
-        _limit(name, int(value))
+    apply_limits(settings["limits"])
     if os.getsid(0) != os.getpid():  # already a session leader when started without bwrap
         os.setsid()
-
-    uid = settings.get("uid")
-    if uid is not None:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
+    switch_user(settings.get("uid"))
     # die with the grading worker even without the sandbox (cleared by the uid change: set it after)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     home = settings["home"]
-    own_connection = os.path.join(settings["connection_dir"], "kernel-own.json")
-    fd = os.open(own_connection, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(connection)
-
-    env = {k: v for k, v in os.environ.items() if k in KEEP_ENV}
-    env.update(HOME=home, TMPDIR=home, IPYTHONDIR=os.path.join(home, ".ipython"),
-               MPLCONFIGDIR=os.path.join(home, ".matplotlib"), MPLBACKEND="agg", PYTHONNOUSERSITE="1")
+    own_connection = write_own_connection(connection, settings["connection_dir"])
+    env = kernel_environment(os.environ, home)
     os.chdir(home)
     command = [own_connection if part == connection_file else part for part in command]
     os.execve(command[0], command, env)

@@ -60,6 +60,7 @@ class Settings:
     feedback: bool = True
     output: Path | None = None  # default: <course>/grades/<assignment>
     scheduler: str | None = None  # a Dask scheduler (tcp://HOST:8786): grade on its workers (None: here)
+    fork_kernels: bool = True   # fork each kernel from a pre-imported template (kernel_template.py; root + sandbox)
 
 
 def _config(root: Path, db_url: str | None):
@@ -178,7 +179,7 @@ def _kernel_folders(work: Path, kernel_uid: int, settings: Settings, quota: bool
 
 
 def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, kernel_uid: int, quota: bool,
-                      cgroup_procs: str):
+                      cgroup_procs: str, template_socket: str = ""):
     """nbgrader's configuration for one student: the course's, with the sandboxed Execute."""
     from dlcourse.grading.sandbox import SandboxedExecute
     scratch, conn, uid = _kernel_folders(work, kernel_uid, settings, quota)
@@ -194,15 +195,17 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     km.limits = settings.limits.rlimits()
     km.scratch_tmpfs_mb = 0 if quota else settings.limits.scratch_mb
     km.cgroup_procs = cgroup_procs
+    km.template_socket = template_socket
     return cfg
 
 
 def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings: Settings, work: Path,
-            db_url: str, result_path: Path, log_path: Path, cgroup_procs: str = "") -> None:
+            db_url: str, result_path: Path, log_path: Path, cgroup_procs: str = "", template_socket: str = "") -> None:
     """Child process: autograde one student and write the outcome to result_path as JSON.
     Everything the kernel may write (scratch and the connection folder) lies on a tmpfs of
     limits.scratch_mb seen by this worker alone (as root), or scratch is a tmpfs of that size
-    inside the sandbox (otherwise); cgroup_procs: the kernel's memory cgroup ('' for none)."""
+    inside the sandbox (otherwise); cgroup_procs: the kernel's memory cgroup ('' for none);
+    template_socket: the batch's kernel template ('' for none: a fresh kernel)."""
     os.setsid()
     _die_with_parent()
     quota = private_tmpfs(work / "box", settings.limits.scratch_mb)
@@ -210,7 +213,7 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     outcome = {"success": False, "failure": Failure.WORKER_DIED.name, "reason": "the grading worker stopped unexpectedly"}
     try:
         from nbgrader.apps import NbGraderAPI
-        cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs)
+        cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs, template_socket)
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         os.chdir(root)
         api = NbGraderAPI(config=cfg)
@@ -263,10 +266,12 @@ def _stages(path: Path, autograde: float, feedback: float) -> dict:
     passes), feedback = generate_feedback."""
     import resource
     stages = json.loads(path.read_text()) if path.exists() else {}
+    kernel_mb = stages.pop("kernel_mb", None)   # a kernel forked from the template measured itself
     stages["bookkeeping"] = autograde - sum(stages.values())
     stages["feedback"] = feedback
     stages["worker_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    stages["kernel_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    stages["kernel_mb"] = kernel_mb if kernel_mb is not None else \
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {k: round(v, 3) for k, v in stages.items()}
 
 
@@ -452,8 +457,10 @@ def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs:
 class _Runner:
     """Runs jobs in `settings.workers` slots: start, watch (budget, memory cap), release, finish."""
 
-    def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork"):
-        """done(job, outcome): called once per job with its final Outcome (`_Finisher` or a Dask task's)."""
+    def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork",
+                 template=None):
+        """done(job, outcome): called once per job with its final Outcome (`_Finisher` or a Dask task's);
+        template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None."""
         import multiprocessing
         self.root, self.assignment, self.settings, self.url, self.logs = root, assignment, settings, url, logs
         self.done = done
@@ -464,9 +471,18 @@ class _Runner:
         self.free = list(range(settings.workers))
         self.running: dict[int, Job] = {}
         self.warned = False
+        self.template = template
+
+    def _wait_for_template(self) -> None:
+        if self.template is not None:
+            why = self.template.wait_ready()
+            if why:
+                print(f"warning: {why}; every kernel starts afresh", file=sys.stderr)
+                self.template = None
 
     def run(self, todo: list[Job], stop) -> None:
         try:
+            self._wait_for_template()
             while todo or self.running:
                 if stop:  # Ctrl-C or kill: raised here, never inside a library's cleanup code that would swallow it
                     raise KeyboardInterrupt(f"stopped by signal {stop[0]}")
@@ -506,7 +522,8 @@ class _Runner:
                   "controller): only the per-process memory limit applies", file=sys.stderr)
         job.process = self.ctx.Process(target=_worker, args=(
             self.root, self.assignment, job.student, self.uids[slot], self.settings, job.work, self.url,
-            job.work / "result.json", self.logs / f"{job.student}.log", str(job.cap.procs) if job.cap else ""))
+            job.work / "result.json", self.logs / f"{job.student}.log", str(job.cap.procs) if job.cap else "",
+            str(self.template.socket_path) if self.template else ""))
         job.process.start()
         job.started = time.monotonic()
         self.running[slot] = job
@@ -578,6 +595,17 @@ class _Finisher:
         self.bar.update(1)
 
 
+def launch_template(settings: Settings):
+    """The batch's kernel template (kernel_template.py), launched: it imports while the batch is
+    planned. None where it cannot be used (not root, no sandbox, switched off, on a Dask cluster)."""
+    if not (settings.fork_kernels and settings.sandbox and not settings.scheduler and os.geteuid() == 0):
+        return None
+    from dlcourse.grading.kernel_template import KernelTemplate
+    template = KernelTemplate()
+    template.launch()
+    return template
+
+
 def grade_batch(root, assignment: str, source, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """Grade every submission in `source` (zip or folder); returns the rows written to grades.csv."""
     from tqdm.auto import tqdm
@@ -597,31 +625,39 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     source_nbs = {p.stem: json.loads(p.read_text()) for p in sorted(source_dir.glob("*.ipynb"))}
     if not source_nbs:
         raise ValueError(f"no notebooks in {source_dir}")
-    found = subs.collect(source, list(source_nbs), assignment)
-    cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
-
-    state_path = out / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-
-    def save(student, row):
-        state[student] = row
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-        os.replace(tmp, state_path)
-
-    todo = _plan(root, assignment, found, notebooks, source_nbs, state, save)
-    bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
-    stop = _catch_stop_signals()
-    finish = _Finisher(root, assignment, url, save, bar)
+    template = launch_template(settings)   # imports while the submissions are read and checked
     try:
-        if settings.scheduler:
-            from dlcourse.grading.cluster import run_on_cluster
-            run_on_cluster(settings.scheduler, root, assignment, settings, url, out / "logs", todo, finish, stop)
-        else:
-            _Runner(root, assignment, settings, url, out / "logs", finish).run(todo, stop)
+        found = subs.collect(source, list(source_nbs), assignment)
+        cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
+
+        state_path = out / "state.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+
+        def save(student, row):
+            state[student] = row
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+            os.replace(tmp, state_path)
+
+        todo = _plan(root, assignment, found, notebooks, source_nbs, state, save)
+        if not todo and template is not None:
+            template.stop()
+            template = None
+        bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
+        stop = _catch_stop_signals()
+        finish = _Finisher(root, assignment, url, save, bar)
+        try:
+            if settings.scheduler:
+                from dlcourse.grading.cluster import run_on_cluster
+                run_on_cluster(settings.scheduler, root, assignment, settings, url, out / "logs", todo, finish, stop)
+            else:
+                _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
+        finally:
+            bar.close()
+            stop.restore()
     finally:
-        bar.close()
-        stop.restore()
+        if template is not None:
+            template.stop()
 
     rows = [dict(state[s], student=s) for s in sorted(state) if s in found]
     for row in rows:  # scores as the gradebook has them now: manual grades given since the last run count

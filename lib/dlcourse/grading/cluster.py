@@ -43,8 +43,10 @@ def grade_on_worker(root: Path, assignment: str, student: str, settings: Setting
         outcome.notes = list(job.row["notes"])
         result["outcome"] = outcome
 
-    # spawn, not fork: a Dask worker runs threads (its event loop, the task's executor)
-    _Runner(root, assignment, replace(settings, workers=1), url, logs, done, start_method="spawn").run([job], [])
+    # spawn, not fork: a Dask worker runs threads (its event loop, the task's executor); no kernel
+    # template: it would be started for this one submission and pay the imports it saves
+    one = replace(settings, workers=1, fork_kernels=False)
+    _Runner(root, assignment, one, url, logs, done, start_method="spawn").run([job], [])
     return {"outcome": result["outcome"], "worker": get_worker().address}
 
 

@@ -13,6 +13,11 @@ so student code could read solutions/ and the gradebook. Here every kernel start
           --unshare-net --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent ...
           python -I _kernel_stage.py ...  -> rlimits, setsid, a uid of its own (60000 and up), exec ipykernel
 
+With a kernel template (kernel_template.py; as root, the default of a batch) the sandbox's first
+process is `_sandbox_anchor.py` instead of the stage: the template forks a kernel that has torch,
+ipykernel and dlcourse imported already, moves it into this sandbox's namespaces and cgroup, and
+gives it the stage's limits, uid and environment; the anchor lives as long as that kernel.
+
 Nothing else of the host exists inside: not the course, other checkouts of it under /srv or
 /opt, other students' scratch folders, the gradebook or its PostgreSQL socket, /home, /root.
 The kernel starts with an environment of a few whitelisted variables (KEEP_ENV).
@@ -25,6 +30,7 @@ Needs: Linux with Debian's `bubblewrap` (run as root, or unprivileged user names
 Without it grading refuses to run unless asked to run unsandboxed: the limits still apply, and the
 unprivileged uid too where that user can reach the Python installation (not under /root).
 """
+import asyncio
 import ctypes
 import json
 import time
@@ -44,6 +50,7 @@ from dlcourse.grading._kernel_stage import KEEP_ENV
 from dlcourse.grading.cgroups import JOIN
 from dlcourse.grading.integrity import (CHECK_MISSING, baseline_source, check_expression, guard_expression,
                                         parse_answer)
+from dlcourse.grading.kernel_template import ANCHOR, TemplateError, find_anchor, fork_kernel
 
 STAGE = Path(__file__).with_name("_kernel_stage.py")
 PACKAGE_ROOT = STAGE.parents[1]  # lib/dlcourse: the package students may import
@@ -192,19 +199,23 @@ class SandboxedKernelManager(AsyncKernelManager):
     uid = Int(-1, help="unprivileged uid for the kernel (-1: keep the current one)").tag(config=True)
     limits = Dict(help="resource limits of every kernel process (Limits.rlimits())").tag(config=True)
     cgroup_procs = Unicode("", help="cgroup.procs of the kernel's memory cgroup ('' for none)").tag(config=True)
+    template_socket = Unicode("", help="socket of a kernel template (kernel_template.py) to fork the kernel "
+                              "from, inside its sandbox ('': start a fresh Python)").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.forked_pid = 0   # host pid of a kernel forked from the template (0: none)
         self.transport = "ipc"
         self.connection_file = os.path.join(self.connection_dir, "kernel.json")
         self.ip = os.path.join(self.connection_dir, "k")
 
     @property
     def kernel_spec(self):
-        settings = {"limits": self.limits, "uid": self.uid if self.uid >= 0 else None,
-                    "home": self.scratch, "connection_dir": self.connection_dir}
+        settings = self._stage_settings()
         argv = [sys.executable, "-I", str(STAGE), json.dumps(settings), "{connection_file}", "--",
                 sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        if self.template_socket:   # the sandbox's first process waits for the kernel forked into it
+            argv = [sys.executable, "-I", "-S", str(ANCHOR), self._fifo, str(self.uid)]
         if self.sandbox:
             argv = bwrap_prefix(self.scratch, self.connection_dir, os.geteuid() == 0, self.scratch_tmpfs_mb) + argv
         if self.cgroup_procs:
@@ -212,13 +223,60 @@ class SandboxedKernelManager(AsyncKernelManager):
         return KernelSpec(argv=argv, display_name="Python 3 (grading)", language="python",
                           interrupt_mode="message")
 
+    @property
+    def _fifo(self) -> str:
+        return os.path.join(self.connection_dir, "kernel-alive")
+
+    def _stage_settings(self) -> dict:
+        return {"limits": self.limits, "uid": self.uid if self.uid >= 0 else None,
+                "home": self.scratch, "connection_dir": self.connection_dir}
+
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         kw["env"] = clean_environment()
+        # what the client asked the kernel to take besides the spec (nbclient: an in-memory history)
+        extra = kernel_cmd[len(self.format_kernel_cmd()):]
+        if self.template_socket and not (self.sandbox and os.geteuid() == 0):
+            self.template_socket = ""   # entering a sandbox's namespaces takes root
+            kernel_cmd = self.format_kernel_cmd() + extra
+        if not self.template_socket:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        if os.path.lexists(self._fifo):
+            os.unlink(self._fifo)
+        os.mkfifo(self._fifo, 0o600)
+        if self.uid >= 0:
+            os.chown(self._fifo, self.uid, self.uid)
         await super()._async_launch_kernel(kernel_cmd, **kw)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._fork_from_template, kw["env"], extra)
+        except (TemplateError, OSError) as error:
+            print(f"[WARNING] {error}; this kernel starts afresh", flush=True)
+            await self.provisioner.kill()
+            await self.provisioner.wait()
+            self.template_socket = ""
+            await super()._async_launch_kernel(self.format_kernel_cmd() + extra, **kw)
+
+    def _fork_from_template(self, env: dict, extra: list[str]) -> None:
+        anchor = find_anchor(self.provisioner.process.pid)
+        request = {"sandbox_pid": anchor, "fifo": self._fifo, "connection_file": self.connection_file,
+                   "settings": self._stage_settings(), "env": env, "cgroup_procs": self.cgroup_procs,
+                   "kernel_args": extra}
+        self.forked_pid = fork_kernel(self.template_socket, request, sys.stdout.fileno())
 
     @property
     def ipykernel(self) -> bool:
         return True
+def _peak_mb(pid: int) -> float | None:
+    """Peak resident memory (VmHWM) of a running process in MB; None without one."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines() if pid else ():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _execute_base():
     from nbgrader.preprocessors import Execute
     return Execute
@@ -259,7 +317,7 @@ class SandboxedExecute(_execute_base()):
         last = new_markdown_cell("")  # where the final check runs; never executed as a cell
         first.id, last.id = f"dlg-first-{self.nonce[:8]}", f"dlg-last-{self.nonce[:8]}"
         nb.cells = [first, *nb.cells, last]
-        self._restored, self._final = set(), None
+        self._restored, self._final, self._kernel_mb = set(), None, None
         self._clock = {"begin": time.monotonic(), "cells": []}  # (kind, start, end) of every cell run
         try:
             nb, resources = super().preprocess(nb, resources, km)
@@ -275,6 +333,7 @@ class SandboxedExecute(_execute_base()):
     def preprocess_cell(self, cell, resources, index):
         if cell.get("id") == f"dlg-last-{self.nonce[:8]}":
             self._final = self._ask(check_expression(self.nonce))
+            self._kernel_mb = _peak_mb(getattr(self.km, "forked_pid", 0))
             return cell, self.resources
         if is_autograded_test(cell) and cell.source.strip():
             restored = self._ask(guard_expression(self.nonce))
@@ -301,6 +360,8 @@ class SandboxedExecute(_execute_base()):
         stages = {"kernel_start": (own[0][1] if own else time.monotonic()) - self._clock["begin"],
                   "imports": own[0][2] - own[0][1] if own else 0.0,
                   "execution": (own[-1][2] - own[0][2]) if own else 0.0}
+        if self._kernel_mb is not None:   # a forked kernel is not the worker's child: its own peak
+            stages["kernel_mb"] = self._kernel_mb
         Path(self.stages_path).write_text(json.dumps(stages))
 
     def _ask(self, expression: str) -> list[str] | None:

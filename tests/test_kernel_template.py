@@ -1,0 +1,149 @@
+"""Kernels forked from the kernel template (lib/dlcourse/grading/kernel_template.py) are caged
+exactly like fresh ones, share nothing with each other, and fall back to a fresh start.
+
+The same probe runs in a fresh sandboxed kernel and in a forked one (root and bubblewrap, as
+the grader runs them): who it is, what it sees (files, processes, network, host name), its
+environment, limits, capabilities and privileges must agree. Two forks in a row must not see
+each other's globals, files or random numbers. Grading through the template is proven by the
+hostile and sandbox suites, which run with it switched on (the default); here one batch also
+checks that its kernels really were forks.
+"""
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from system_packages import ensure_debian_packages
+
+from dlcourse.grading.kernel_template import FORKED, KernelTemplate
+from dlcourse.grading.sandbox import FIRST_UID, Limits, SandboxedKernelManager
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the kernel template enters sandboxes: needs root")
+LIMITS = Limits(memory_mb=2048, processes=50, cpu_seconds=60, file_mb=64, open_files=512)
+UID = FIRST_UID + 990   # far from the uids that grading batches claim from FIRST_UID up
+
+PROBE = r'''
+import json, os, resource, socket, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+limits = {n: resource.getrlimit(getattr(resource, n)) for n in
+          ("RLIMIT_NPROC", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_AS")}
+print("PROBE" + json.dumps({
+    "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups()],
+    "cwd": os.getcwd(), "env": sorted(os.environ), "home": os.environ.get("HOME"),
+    "root": sorted(os.listdir("/")), "tmp": sorted(os.listdir("/tmp")),
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "net": sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]),
+    "hostname": socket.gethostname(), "sid_is_own": os.getsid(0) != 0,
+    "caps": {k: status[k].strip() for k in ("CapPrm", "CapEff", "CapAmb")}, "inheritable": status["CapInh"].strip(),
+    "no_new_privs": status["NoNewPrivs"].strip(), "limits": limits,
+    "torch_loaded": "torch" in sys.modules, "history": get_ipython().history_manager.hist_file,
+}))
+'''
+
+
+def run_kernel(work: Path, template: KernelTemplate | None, cells: list[str]) -> list[str]:
+    """Start a sandboxed kernel (forked from `template`, or fresh), run the cells, return each
+    cell's stdout; the kernel is shut down again."""
+    scratch, conn = work / "scratch", work / "conn"
+    for d in (scratch, conn):
+        d.mkdir(parents=True)
+        os.chown(d, UID, UID)
+        d.chmod(0o700)
+    km = SandboxedKernelManager(sandbox=True, scratch=str(scratch), connection_dir=str(conn), uid=UID,
+                                limits=LIMITS.rlimits(), template_socket=str(template.socket_path) if template else "")
+
+    async def go():
+        await km.start_kernel(extra_arguments=["--HistoryManager.hist_file=:memory:"])   # as nbclient does
+        kc = km.client()
+        kc.start_channels()
+        outputs = []
+        try:
+            await kc.wait_for_ready(timeout=60)
+            for code in cells:
+                out = []
+
+                def hook(msg, out=out):
+                    if msg["msg_type"] == "stream":
+                        out.append(msg["content"]["text"])
+                    elif msg["msg_type"] == "error":
+                        out.append(f"ERROR {msg['content']['ename']}: {msg['content']['evalue']}")
+                await kc.execute_interactive(code, output_hook=hook, timeout=60)
+                outputs.append("".join(out))
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+        return outputs
+
+    return asyncio.run(go())
+
+
+def probe(work: Path, template) -> dict:
+    out = run_kernel(work, template, [PROBE])[0]
+    assert out.startswith("PROBE"), out
+    return json.loads(out[len("PROBE"):])
+
+
+@pytest.fixture(scope="module")
+def template():
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    t = KernelTemplate()
+    t.launch()
+    why = t.wait_ready()
+    assert not why, why
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def work():
+    folder = Path(tempfile.mkdtemp(prefix="dlg-test-"))
+    folder.chmod(0o711)
+    yield folder
+    import shutil
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_forked_kernel_is_caged_like_a_fresh_one(template, work):
+    fresh, forked = probe(work / "fresh", None), probe(work / "forked", template)
+    assert forked["torch_loaded"] and not fresh["torch_loaded"], "the fork must come from the template"
+    assert forked["ids"] == fresh["ids"] == [UID, UID, UID, UID, []]
+    for key in ("root", "tmp", "net", "hostname", "caps", "no_new_privs", "env", "history", "sid_is_own"):
+        assert forked[key] == fresh[key], (key, forked[key], fresh[key])
+    assert forked["cwd"].endswith("/forked/scratch") and forked["home"] == forked["cwd"]
+    assert forked["caps"]["CapEff"] == "0000000000000000" and forked["no_new_privs"] == "1"
+    assert forked["inheritable"] == "0000000000000000"   # stricter than bwrap leaves a fresh kernel
+    assert max(forked["pids"]) < 10 and len(forked["pids"]) <= 3, forked["pids"]   # its own PID namespace
+    assert forked["net"] == ["lo"], forked["net"]
+    assert forked["history"] == ":memory:"   # the client's own arguments reach the fork
+    # every limit as the fresh kernel has it, but the address space: the template's modules are
+    # mapped from the start, so the fork's cap is raised by their size (room for the student's own)
+    for name, value in fresh["limits"].items():
+        if name != "RLIMIT_AS":
+            assert forked["limits"][name] == value, (name, forked["limits"][name], value)
+    assert fresh["limits"]["RLIMIT_AS"][0] == LIMITS.memory_mb * 2**20
+    assert forked["limits"]["RLIMIT_AS"][0] > LIMITS.memory_mb * 2**20
+
+
+def test_two_forks_share_nothing(template, work):
+    first = run_kernel(work / "a", template, [
+        "secret = 'from-a'\nopen('left-behind.txt', 'w').write('a')\n"
+        "import random, torch\nprint(random.random(), torch.rand(1).item())"])[0]
+    second = run_kernel(work / "b", template, [
+        "print('secret' in globals(), __import__('os').path.exists('left-behind.txt'))\n"
+        "print(sorted(__import__('os').listdir('..')))\n"
+        "import random, torch\nprint(random.random(), torch.rand(1).item())"])[0].splitlines()
+    assert second[0] == "False False", second
+    assert second[1] == "['conn', 'scratch']", second   # the first kernel's folders are not in its sandbox
+    assert second[2] != first.strip(), "two forks drew the same random numbers"
+
+
+def test_a_kernel_starts_afresh_when_the_template_cannot_answer(work):
+    gone = KernelTemplate()   # never launched: nothing listens on its socket
+    try:
+        out = run_kernel(work, gone, ["import sys\nprint('torch' in sys.modules, 1 + 1)"])[0]
+    finally:
+        gone.stop()
+    assert out.strip() == "False 2", out
