@@ -475,7 +475,8 @@ class _Runner:
 
     def _wait_for_template(self) -> None:
         if self.template is not None:
-            why = self.template.wait_ready()
+            from dlcourse.grading.kernel_template import LISTENING
+            why = self.template.wait_ready(until=LISTENING)
             if why:
                 print(f"warning: {why}; every kernel starts afresh", file=sys.stderr)
                 self.template = None

@@ -39,11 +39,18 @@ from pathlib import Path
 
 ANCHOR = Path(__file__).with_name("_sandbox_anchor.py")
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")   # mnt last: entering it changes the root
-PRELOAD = ("numpy", "torch", "IPython", "ipykernel.kernelapp")
+# what a grading kernel imports before the student's first line: ipykernel and what it starts
+# (its debugger: debugpy), then numpy and torch; plus every plain module of dlcourse (`preload`)
+PRELOAD = ("numpy", "numpy.random", "torch", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
+           "ipykernel.zmqshell", "ipykernel.debugger", "debugpy.server.api", "IPython.core.completerlib",
+           "IPython.core.debugger", "IPython.core.oinspect", "IPython.core.logger", "IPython.extensions.storemagic",
+           "IPython.utils.wildcard", "sqlite3", "tornado.locks", "tornado.queues", "tornado.platform.asyncio",
+           "faulthandler", "dlcourse.grading._kernel_stage")
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
-READY = "kernel template ready"
+LISTENING, READY = "kernel template listening", "kernel template ready"
 FORKED = "[grader] this kernel is a fork of the batch's kernel template"
 preloaded_bytes = 0   # address space that preload() added: a fork's RLIMIT_AS is raised by as much
+preloaded_env = {}    # variables that the imports set (debugpy's PYDEVD_...): a fork keeps them, as a fresh kernel would
 
 
 class TemplateError(RuntimeError):
@@ -73,9 +80,10 @@ class KernelTemplate:
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=str(home))
 
-    def wait_ready(self, timeout: float = 180) -> str:
-        """'' once the template has imported everything and listens; else why not (it is then
-        stopped, and the batch starts every kernel afresh)."""
+    def wait_ready(self, timeout: float = 180, until: str = READY) -> str:
+        """'' once the template has imported everything (until=LISTENING: once its socket takes
+        requests, which then wait for the imports); else why not (it is then stopped, and the
+        batch starts every kernel afresh)."""
         out = self.process.stdout if self.process else None
         lines = []
         while out is not None:
@@ -83,7 +91,7 @@ class KernelTemplate:
             line = out.readline().decode(errors="replace") if ready else ""
             if not line:   # timed out, or the template ended
                 break
-            if line.strip() == READY:
+            if line.strip() in (until, READY):
                 return ""
             lines.append(line.strip())
         self.stop()
@@ -99,7 +107,7 @@ class KernelTemplate:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def fork_kernel(socket_path: str, request: dict, log_fd: int, timeout: float = 60) -> int:
+def fork_kernel(socket_path: str, request: dict, log_fd: int, timeout: float = 180) -> int:
     """Ask the template for a kernel in the sandbox of request['sandbox_pid']; the kernel's
     stdout and stderr go to log_fd. Returns the (host) pid of the fork that entered the sandbox."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -179,20 +187,22 @@ def _address_space() -> int:
 
 def serve(socket_path: str) -> None:
     """The template's loop: one request at a time, each answered by a fork (`_answer`)."""
-    global preloaded_bytes
-    before = _address_space()
-    preload()
-    # A fresh kernel maps torch & co. only when the notebook imports them; a fork has them mapped
-    # from the start. RLIMIT_AS counts mappings, not memory used (the memory cgroup caps that),
-    # so the fork gets the same room for the student's own allocations as a fresh kernel.
-    preloaded_bytes = max(0, _address_space() - before)
+    global preloaded_bytes, preloaded_env
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
         server.bind(socket_path)   # 0600: root's alone (and no sandbox has the folder)
     finally:
         os.umask(old)
-    server.listen(16)
+    server.listen(64)
+    print(LISTENING, flush=True)   # the batch starts its workers: their requests wait for preload()
+    before, environ = _address_space(), dict(os.environ)
+    preload()
+    preloaded_env = {k: v for k, v in os.environ.items() if environ.get(k) != v}
+    # A fresh kernel maps torch & co. only when the notebook imports them; a fork has them mapped
+    # from the start. RLIMIT_AS counts mappings, not memory used (the memory cgroup caps that),
+    # so the fork gets the same room for the student's own allocations as a fresh kernel.
+    preloaded_bytes = max(0, _address_space() - before)
     print(READY, flush=True)
     null = os.open(os.devnull, os.O_WRONLY)   # nobody reads the pipe any more: it must never fill up
     os.dup2(null, 1)
@@ -294,6 +304,7 @@ def _become_kernel(request: dict, log_fd: int) -> None:
         os.chdir(home)
         os.environ.clear()
         os.environ.update(kernel_environment(request["env"], home))
+        os.environ.update(preloaded_env)
         _fresh_seeds()
         os.write(fifo, b"%d\n" % os.getpid())
         os.close(fifo)
