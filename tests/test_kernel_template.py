@@ -18,10 +18,10 @@ import pytest
 
 from system_packages import ensure_debian_packages
 
-from dlcourse.grading.kernel_template import FORKED, KernelTemplate
-from dlcourse.grading.sandbox import FIRST_UID, Limits, SandboxedKernelManager
+from dlcourse.grading.kernel_template import ANCHOR, FORKED, KernelTemplate, is_anchor
+from dlcourse.grading.sandbox import FIRST_UID, Limits, SandboxedKernelManager, bwrap_prefix
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the kernel template enters sandboxes: needs root")
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the kernel template enters sandboxes: needs root")
 LIMITS = Limits(memory_mb=2048, processes=50, cpu_seconds=60, file_mb=64, open_files=512)
 UID = FIRST_UID + 990   # far from the uids that grading batches claim from FIRST_UID up
 
@@ -86,8 +86,20 @@ def probe(work: Path, template) -> dict:
     return json.loads(out[len("PROBE"):])
 
 
+def test_the_anchor_is_told_apart_from_bwrap_that_starts_it():
+    """bwrap's own processes carry the anchor's command line among their arguments; entering one of
+    them while it still builds the sandbox gave kernels a root without /dev (found under load)."""
+    anchor = [b"/venv/bin/python", b"-I", b"-S", str(ANCHOR).encode(), b"/conn/kernel-alive", b"60001"]
+    bwrap = [a.encode() for a in bwrap_prefix("/scratch", "/conn", True)] + anchor
+    assert is_anchor(anchor)
+    assert not is_anchor(bwrap)
+    assert not is_anchor([b"sh", b"-c", b"JOIN", b"sh", b"/cgroup.procs"] + bwrap)
+
+
 @pytest.fixture(scope="module")
 def template():
+    if os.geteuid() != 0:
+        pytest.skip("the kernel template enters sandboxes: needs root")
     ensure_debian_packages(["bubblewrap"], ["bwrap"])
     t = KernelTemplate()
     t.launch()
@@ -106,6 +118,7 @@ def work():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@ROOT_ONLY
 def test_a_forked_kernel_is_caged_like_a_fresh_one(template, work):
     fresh, forked = probe(work / "fresh", None), probe(work / "forked", template)
     assert forked["torch_loaded"] and not fresh["torch_loaded"], "the fork must come from the template"
@@ -127,6 +140,7 @@ def test_a_forked_kernel_is_caged_like_a_fresh_one(template, work):
     assert forked["limits"]["RLIMIT_AS"][0] > LIMITS.memory_mb * 2**20
 
 
+@ROOT_ONLY
 def test_two_forks_share_nothing(template, work):
     first = run_kernel(work / "a", template, [
         "secret = 'from-a'\nopen('left-behind.txt', 'w').write('a')\n"
@@ -140,6 +154,7 @@ def test_two_forks_share_nothing(template, work):
     assert second[2] != first.strip(), "two forks drew the same random numbers"
 
 
+@ROOT_ONLY
 def test_a_kernel_starts_afresh_when_the_template_cannot_answer(work):
     gone = KernelTemplate()   # never launched: nothing listens on its socket
     try:
@@ -147,3 +162,14 @@ def test_a_kernel_starts_afresh_when_the_template_cannot_answer(work):
     finally:
         gone.stop()
     assert out.strip() == "False 2", out
+
+
+@ROOT_ONLY
+def test_forked_kernels_start_every_time(template, work):
+    """Kernels started two at a time, as two workers do, each answer (a fork that entered a
+    half-built sandbox never did)."""
+    async def pair(i):
+        return await asyncio.gather(*(asyncio.to_thread(run_kernel, work / f"{i}-{j}", template, ["print(6 * 7)"])
+                                      for j in (0, 1)))
+    for i in range(4):
+        assert asyncio.run(pair(i)) == [["42\n"], ["42\n"]]

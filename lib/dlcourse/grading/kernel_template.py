@@ -46,7 +46,7 @@ PRELOAD = ("numpy", "numpy.random", "torch", "IPython", "ipykernel.kernelapp", "
            "IPython.core.debugger", "IPython.core.oinspect", "IPython.core.logger", "IPython.extensions.storemagic",
            "IPython.utils.wildcard", "sqlite3", "tornado.locks", "tornado.queues", "tornado.platform.asyncio",
            "faulthandler", "dlcourse.grading._kernel_stage")
-PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
 LISTENING, READY = "kernel template listening", "kernel template ready"
 FORKED = "[grader] this kernel is a fork of the batch's kernel template"
 preloaded_bytes = 0   # address space that preload() added: a fork's RLIMIT_AS is raised by as much
@@ -76,7 +76,7 @@ class KernelTemplate:
         env.update(HOME=str(home), MPLCONFIGDIR=str(home / ".matplotlib"), MPLBACKEND="agg",
                    IPYTHONDIR=str(home / ".ipython"))
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "dlcourse.grading.kernel_template", str(self.socket_path)],
+            [sys.executable, "-I", "-m", "dlcourse.grading.kernel_template", str(self.socket_path), str(os.getpid())],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=str(home))
 
@@ -125,7 +125,9 @@ def fork_kernel(socket_path: str, request: dict, log_fd: int, timeout: float = 1
 
 def find_anchor(launched: int, timeout: float = 30) -> int:
     """The host pid of the anchor that the kernel manager's bwrap (pid `launched`) runs in the
-    sandbox: a descendant running _sandbox_anchor.py in another mount namespace than ours."""
+    sandbox: a descendant that runs _sandbox_anchor.py itself, in another mount namespace than
+    ours. Not one of bwrap's own processes, whose command line names the anchor too: while bwrap
+    still builds the sandbox, its namespaces are not the finished ones (no /dev, another root)."""
     import time
     ours = os.readlink("/proc/self/ns/mnt")
     deadline = time.monotonic() + timeout
@@ -133,7 +135,7 @@ def find_anchor(launched: int, timeout: float = 30) -> int:
         for pid in _descendants(launched):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if str(ANCHOR).encode() in cmdline and os.readlink(f"/proc/{pid}/ns/mnt") != ours:
+                if is_anchor(cmdline) and os.readlink(f"/proc/{pid}/ns/mnt") != ours:
                     return pid
             except OSError:   # gone, or still being set up
                 continue
@@ -141,6 +143,11 @@ def find_anchor(launched: int, timeout: float = 30) -> int:
             break
         time.sleep(0.005)
     raise TemplateError(f"no sandbox anchor under pid {launched} after {timeout} s")
+
+
+def is_anchor(cmdline: list[bytes]) -> bool:
+    """Is this the command line of the anchor itself (`python -I -S _sandbox_anchor.py ...`)?"""
+    return cmdline[1:4] == [b"-I", b"-S", str(ANCHOR).encode()]
 
 
 def _descendants(root: int) -> list[int]:
@@ -185,9 +192,13 @@ def _address_space() -> int:
     return 0
 
 
-def serve(socket_path: str) -> None:
-    """The template's loop: one request at a time, each answered by a fork (`_answer`)."""
+def serve(socket_path: str, batch: int) -> None:
+    """The template's loop: one request at a time, each answered by a fork (`_answer`). It dies
+    with the batch's process (pid `batch`), even when that one is killed."""
     global preloaded_bytes, preloaded_env
+    _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != batch:   # the batch ended before the line above
+        os._exit(1)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -337,4 +348,4 @@ def _fresh_seeds() -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]))
