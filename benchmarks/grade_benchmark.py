@@ -7,9 +7,9 @@ a fresh temporary course. Then `make grade`'s engine (`grade_batch` with the CLI
 sandbox, every defence, feedback) on the same files in another fresh course. Prints both times,
 submissions per minute, the ratio, whether the scores agree, where a submission's time goes (kernel
 start, imports, execution, nbgrader's bookkeeping, feedback; means over the graded submissions)
-and the peak memory of a grading worker and of its kernel. As root the kernels are forks of the
-batch's kernel template: the first ones wait for its imports (in their kernel start), the median
-shows a submission's time once it is ready. `--fresh-kernels` measures without the template.
+and the peak memory of a grading worker and of its kernel. `--fork-kernels` (as root) forks the
+kernels from the batch's kernel template: the first ones wait for its imports (in their kernel
+start), the median shows a submission's time once it is ready.
 `--mix` grades a mixed class instead
 (correct, wrong, untouched, hostile: endless loop, os._exit, an AST transformer deleting asserts).
 Not a test: the numbers depend on the machine and on its load.
@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=Settings().workers, help="default: the CLI's")
     p.add_argument("--cell-timeout", type=int, default=30)
     p.add_argument("--mix", action="store_true", help="a mixed class (wrong and hostile submissions too)")
-    p.add_argument("--fresh-kernels", action="store_true", help="no kernel template: a new Python per kernel")
+    p.add_argument("--fork-kernels", action="store_true", help="fork the kernels from the kernel template (as root)")
     args = p.parse_args()
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
@@ -135,12 +135,12 @@ def main() -> None:
         folder = tmp / "subs"
         write_class(seed, folder, args.count, args.mix)
         t_stock, stock_scores = stock(tmp, folder, args.cell_timeout)
-        settings = Settings(cell_timeout=args.cell_timeout, workers=args.workers, fork_kernels=not args.fresh_kernels)
+        settings = Settings(cell_timeout=args.cell_timeout, workers=args.workers, fork_kernels=args.fork_kernels)
         t_ours, rows = ours(tmp, folder, settings)
     n = args.count
     print(f"stock nbgrader (autograde + generate_feedback, sequential, no sandbox): {t_stock:.1f} s = "
           f"{n / t_stock * 60:.1f} per minute ({t_stock / n:.2f} s per submission)")
-    kernels = "fresh kernels" if args.fresh_kernels or os.geteuid() != 0 else "kernels forked from the template"
+    kernels = "kernels forked from the template" if args.fork_kernels and os.geteuid() == 0 else "fresh kernels"
     print(f"make grade ({args.workers} workers, sandbox, feedback, {kernels}): {t_ours:.1f} s = "
           f"{n / t_ours * 60:.1f} per minute")
     print(f"ratio: {t_stock / t_ours:.2f}x stock nbgrader")

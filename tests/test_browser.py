@@ -356,7 +356,16 @@ async def run_job(job: Job, tabs: Tabs, screenshots: Path) -> None:
     try:
         job.page = await tabs.acquire()
         job.opened = time.monotonic()
-        await open_notebook(job)
+        for attempt in (1, 2):
+            try:
+                await open_notebook(job)
+                break
+            except Exception as error:  # playwright's Error: JupyterLab reloaded its page while starting
+                if attempt == 2 or "context was destroyed" not in str(error):
+                    raise
+                await job.page.wait_for_load_state("load")
+                await job.page.wait_for_function(APP_READY, timeout=120_000, polling=250)
+                await job.page.evaluate(RESTORED)
         if job.kind == "lecture":
             await job.page.evaluate(RUN_ALL, job.path)
         else:

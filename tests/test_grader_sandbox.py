@@ -329,11 +329,3 @@ def test_no_memory_controller_means_no_cap(tmp_path):
     fs, proc = _fake(tmp_path, {"cgroup.controllers": "cpu pids", "cgroup.subtree_control": "cpu"}, "0::/\n")
     assert find_parent(fs, proc) is None and MemoryCap.create("k2", 100, fs, proc) is None
 
-
-def test_the_batch_forked_its_kernels_from_the_template(batch):
-    """The cases above ran in kernels forked from the kernel template (the default), not fresh ones."""
-    from dlcourse.grading.kernel_template import FORKED
-    course, _, rows = batch
-    logs = course.path("grades", ASSIGNMENT, "logs")
-    forked = {s for s in rows if FORKED in (logs / f"{s}.log").read_text()}
-    assert forked == set(rows), f"not forked from the template: {sorted(set(rows) - forked)}"

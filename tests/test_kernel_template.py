@@ -4,9 +4,8 @@ exactly like fresh ones, share nothing with each other, and fall back to a fresh
 The same probe runs in a fresh sandboxed kernel and in a forked one (root and bubblewrap, as
 the grader runs them): who it is, what it sees (files, processes, network, host name), its
 environment, limits, capabilities and privileges must agree. Two forks in a row must not see
-each other's globals, files or random numbers. Grading through the template is proven by the
-hostile and sandbox suites, which run with it switched on (the default); here one batch also
-checks that its kernels really were forks.
+each other's globals, files or random numbers. The template is opt-in (`--fork-kernels`):
+these tests are what proves it.
 """
 import asyncio
 import json

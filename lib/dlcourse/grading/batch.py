@@ -60,7 +60,8 @@ class Settings:
     feedback: bool = True
     output: Path | None = None  # default: <course>/grades/<assignment>
     scheduler: str | None = None  # a Dask scheduler (tcp://HOST:8786): grade on its workers (None: here)
-    fork_kernels: bool = True   # fork each kernel from a pre-imported template (kernel_template.py; root + sandbox)
+    fork_kernels: bool = False  # fork each kernel from a pre-imported template (kernel_template.py; root + sandbox;
+                                # opt-in until a rare stall of a forked kernel under load is understood)
 
 
 def _config(root: Path, db_url: str | None):

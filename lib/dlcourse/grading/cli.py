@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Dask scheduler, e.g. tcp://HOST:8786: each submission is graded on one of its workers "
                         "(default: $DLCOURSE_DASK_SCHEDULER, else here)")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
-    p.add_argument("--fresh-kernels", action="store_true",
-                   help="start every kernel as a new Python instead of forking it from the batch's pre-imported "
-                        "kernel template (slower; the template is used as root with the sandbox only)")
+    p.add_argument("--fork-kernels", action="store_true", default=s.fork_kernels,
+                   help="fork every kernel from the batch's pre-imported kernel template instead of starting a new "
+                        "Python (about 4x faster; as root with the sandbox only; experimental)")
     p.add_argument("--unsandboxed", action="store_true",
                    help="grade without bubblewrap (kernels can read the instructor's files!)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         return 2
     settings = Settings(budget=args.budget, workers=args.workers,
                         sandbox=not args.unsandboxed, db_url=args.db_url, duedate=args.duedate,
-                        feedback=not args.no_feedback, scheduler=args.scheduler, fork_kernels=not args.fresh_kernels,
+                        feedback=not args.no_feedback, scheduler=args.scheduler, fork_kernels=args.fork_kernels,
                         output=Path(args.output).resolve() if args.output else None,
                         limits=Limits(memory_mb=args.memory_mb, processes=args.processes, cpu_seconds=args.cpu_seconds,
                                       total_memory_mb=args.total_memory_mb, scratch_mb=args.scratch_mb))
