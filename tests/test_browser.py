@@ -348,9 +348,14 @@ async def move_a_control(job: Job) -> str:
                          f"the widget" + (f"; could not move: {'; '.join(failures)}" if failures else ""))
 
 
+NAVIGATED = "context was destroyed"   # playwright's words when the page reloaded under a script
+
+
 async def run_job(job: Job, tabs: Tabs, screenshots: Path) -> None:
     """Open the notebook in a tab of the pool, Run All (a lecture) or click Validate (an exercise),
-    wait for the end by polling the page, move a lecture's widget, take the screenshot, close it."""
+    wait for the end by polling the page, move a lecture's widget, take the screenshot, close it.
+    JupyterLab reloads a freshly loaded page now and then while it starts: the job then starts
+    over once on the reloaded page (it works on a copy, so running it again changes nothing)."""
     began = time.monotonic()
     healthy = False
     try:
@@ -358,20 +363,15 @@ async def run_job(job: Job, tabs: Tabs, screenshots: Path) -> None:
         job.opened = time.monotonic()
         for attempt in (1, 2):
             try:
-                await open_notebook(job)
+                await attempt_job(job)
                 break
-            except Exception as error:  # playwright's Error: JupyterLab reloaded its page while starting
-                if attempt == 2 or "context was destroyed" not in str(error):
+            except Exception as error:  # playwright's Error
+                if attempt == 2 or NAVIGATED not in str(error):
                     raise
                 await job.page.wait_for_load_state("load")
                 await job.page.wait_for_function(APP_READY, timeout=120_000, polling=250)
                 await job.page.evaluate(RESTORED)
-        if job.kind == "lecture":
-            await job.page.evaluate(RUN_ALL, job.path)
-        else:
-            await job.page.locator(f"#{job.panel} .validate-button").first.click()
-        while not await finished(job):
-            await asyncio.sleep(0.25)
+                job.result = {}
         job.result["phases"] = {"wait": job.opened - began, "open": job.started - job.opened,
                                 "run": time.monotonic() - job.started}
         if job.kind == "lecture" and not job.result["errors"]:
@@ -394,6 +394,17 @@ async def run_job(job: Job, tabs: Tabs, screenshots: Path) -> None:
                 job.result.setdefault("notes", []).append(f"closing failed: {error}")
             await tabs.release(job.page, healthy)
         job.result["seconds"] = time.monotonic() - (job.opened or began)
+
+
+async def attempt_job(job: Job) -> None:
+    """Open the notebook, start it (Run All or Validate) and wait until it has finished."""
+    await open_notebook(job)
+    if job.kind == "lecture":
+        await job.page.evaluate(RUN_ALL, job.path)
+    else:
+        await job.page.locator(f"#{job.panel} .validate-button").first.click()
+    while not await finished(job):
+        await asyncio.sleep(0.25)
 
 
 def make_copy(job: Job, root: Path) -> None:
