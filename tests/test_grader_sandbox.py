@@ -328,4 +328,3 @@ def test_cgroup_v1_is_used_in_a_hybrid_layout_without_v2_memory(tmp_path):
 def test_no_memory_controller_means_no_cap(tmp_path):
     fs, proc = _fake(tmp_path, {"cgroup.controllers": "cpu pids", "cgroup.subtree_control": "cpu"}, "0::/\n")
     assert find_parent(fs, proc) is None and MemoryCap.create("k2", 100, fs, proc) is None
-
