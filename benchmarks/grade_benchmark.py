@@ -7,9 +7,10 @@ a fresh temporary course. Then `make grade`'s engine (`grade_batch` with the CLI
 sandbox, every defence, feedback) on the same files in another fresh course. Prints both times,
 submissions per minute, the ratio, whether the scores agree, where a submission's time goes (kernel
 start, imports, execution, nbgrader's bookkeeping, feedback; means over the graded submissions)
-and the peak memory of a grading worker and of its kernel. `--fork-kernels` (as root) forks the
-kernels from the batch's kernel template: the first ones wait for its imports (in their kernel
-start), the median shows a submission's time once it is ready.
+and the peak memory of a grading worker and of its kernel. As root the kernels are forked from
+the batch's kernel template, as `make grade` does (`--no-fork-kernels`: fresh ones): the first
+ones wait for its imports (in their kernel start), the median shows a submission's time once it
+is ready.
 `--mix` grades a mixed class instead
 (correct, wrong, untouched, hostile: endless loop, os._exit, an AST transformer deleting asserts).
 Not a test: the numbers depend on the machine and on its load.
@@ -125,7 +126,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=Settings().workers, help="default: the CLI's")
     p.add_argument("--cell-timeout", type=int, default=30)
     p.add_argument("--mix", action="store_true", help="a mixed class (wrong and hostile submissions too)")
-    p.add_argument("--fork-kernels", action="store_true", help="fork the kernels from the kernel template (as root)")
+    p.add_argument("--fork-kernels", action=argparse.BooleanOptionalAction, default=Settings().fork_kernels,
+                   help="fork the kernels from the kernel template, as root (default: the CLI's)")
     args = p.parse_args()
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")

@@ -98,6 +98,18 @@ def make_course(tmp_path: Path, assignments: list[str]) -> Course:
     return course
 
 
+def tiny_course(root: Path) -> Course:
+    """A course at root (made here) with the grader's test assignment, ps_tiny
+    (fixtures/tiny_assignment.py), released."""
+    from fixtures.tiny_assignment import ASSIGNMENT, write_source
+    root.mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    write_source(root)
+    course = Course(root)
+    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)
+    return course
+
+
 def strip_solution_markers(source: str) -> str:
     return "\n".join(line for line in source.split("\n") if not line.strip().startswith(SOLUTION_MARKERS))
 

@@ -157,3 +157,52 @@ def test_a_forbidden_module_leaves_what_it_merely_imports_usable():
     with references_forbidden("torch.optim", namespace={"Tensor": Tensor}):
         assert student(torch.zeros(1))
         assert torch.Tensor is Tensor
+
+
+# ------------------------------------------- a package's submodules, imported before or inside the block
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    """A package `refpkg` on sys.path with two submodules, neither imported yet; `late` calls a
+    function of `early` while it is being imported."""
+    import sys
+    (tmp_path / "refpkg").mkdir()
+    (tmp_path / "refpkg" / "__init__.py").write_text("")
+    (tmp_path / "refpkg" / "early.py").write_text("def reference(x):\n    return 2 * x\n")
+    (tmp_path / "refpkg" / "late.py").write_text(
+        "from refpkg.early import reference\nTABLE = [reference(i) for i in range(3)]\n"
+        "def other(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "refpkg"
+    for name in [n for n in sys.modules if n == "refpkg" or n.startswith("refpkg.")]:
+        del sys.modules[name]
+
+
+def test_a_submodule_first_imported_inside_the_block_is_blocked_too(package):
+    import sys
+    finders = list(sys.meta_path)
+    with pytest.raises(ReferenceUsedError, match="refpkg.early.reference"):
+        with references_forbidden(package):
+            assert "refpkg.early" not in sys.modules      # nothing of the package is imported ahead
+            from refpkg import early
+            early.reference(1)
+    assert early.reference(1) == 2                        # restored after the block
+    assert sys.meta_path == finders                       # and the import hook is gone
+
+
+def test_a_module_imported_inside_the_block_runs_its_own_top_level_code(package):
+    import refpkg.early  # noqa: F401 -- blocked from the start of the block
+    with pytest.raises(ReferenceUsedError, match="refpkg.late.other"):
+        with references_forbidden(package):
+            from refpkg import late                       # its import calls early.reference: allowed
+            assert late.TABLE == [0, 2, 4]
+            late.other(1)                                 # a call by the student's code: blocked
+
+
+def test_forbidding_dlcourse_imports_none_of_its_modules():
+    import subprocess
+    import sys
+    code = ("import sys\nfrom dlcourse.checks import references_forbidden\n"
+            "with references_forbidden('dlcourse'):\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('dlcourse.')), 'nbformat' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['dlcourse.checks'] False", out

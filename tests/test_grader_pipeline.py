@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fixtures.tiny_assignment import ASSIGNMENT, MANUAL, NOTEBOOK, POINTS, write_source
-from nbgrader_harness import Course, solved
+from fixtures.tiny_assignment import ASSIGNMENT, MANUAL, NOTEBOOK, POINTS
+from nbgrader_harness import Course, solved, tiny_course
 from system_packages import ensure_debian_packages
 
 from dlcourse.grading import cli
@@ -33,13 +33,7 @@ FULL = sum(POINTS.values())
 
 
 def make(tmp_path) -> Course:
-    root = tmp_path / "course"
-    root.mkdir()
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    write_source(root)
-    course = Course(root)
-    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)
-    return course
+    return tiny_course(tmp_path / "course")
 
 
 def grade_cmd(course, folder, *extra):

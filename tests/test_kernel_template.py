@@ -4,18 +4,25 @@ exactly like fresh ones, share nothing with each other, and fall back to a fresh
 The same probe runs in a fresh sandboxed kernel and in a forked one (root and bubblewrap, as
 the grader runs them): who it is, what it sees (files, processes, network, host name), its
 environment, limits, capabilities and privileges must agree. Two forks in a row must not see
-each other's globals, files or random numbers. The template is opt-in (`--fork-kernels`):
-these tests are what proves it.
+each other's globals, files or random numbers. A run whose forked kernel got into trouble
+(stopped answering, timed out, died) is graded again with a fresh kernel, so that its result is
+the one a batch without the template gives.
 """
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import nbformat
 import pytest
 
+from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS
+from nbgrader_harness import solved, tiny_course
 from system_packages import ensure_debian_packages
+
+from dlcourse.grading.batch import Settings, grade_batch
 
 from dlcourse.grading.kernel_template import ANCHOR, FORKED, KernelTemplate, is_anchor
 from dlcourse.grading.sandbox import FIRST_UID, Limits, SandboxedKernelManager, bwrap_prefix
@@ -172,3 +179,43 @@ def test_forked_kernels_start_every_time(template, work):
                                       for j in (0, 1)))
     for i in range(4):
         assert asyncio.run(pair(i)) == [["42\n"], ["42\n"]]
+
+
+# A submission that is honest in a fresh kernel and loops forever in a forked one (the kernel's
+# command line is the template's): the stand-in for a forked kernel that stalls.
+LOOPS_WHEN_FORKED = ("import sys\nif 'kernel_template' in ' '.join(sys.orig_argv):\n    while True:\n        pass\n"
+                     "def mean(xs):\n    return sum(xs) / len(xs)")
+ALWAYS_LOOPS = "def mean(xs):\n    while True:\n        pass"
+RUN_AGAIN = {"honest": None, "loops_when_forked": {"mean": LOOPS_WHEN_FORKED}, "always_loops": {"mean": ALWAYS_LOOPS}}
+
+
+@ROOT_ONLY
+def test_a_run_whose_forked_kernel_got_into_trouble_is_graded_again_afresh(tmp_path):
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    pristine = tmp_path / "pristine"
+    course = tiny_course(pristine)
+    folder = tmp_path / "submissions"
+    for student, overrides in RUN_AGAIN.items():
+        (folder / student).mkdir(parents=True)
+        nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK, overrides), folder / student / f"{NOTEBOOK}.ipynb")
+
+    def grade(fork: bool) -> tuple[dict, Path]:
+        root = tmp_path / ("forked" if fork else "fresh")
+        shutil.copytree(pristine, root)
+        rows = grade_batch(root, ASSIGNMENT, folder, Settings(
+            cell_timeout=4, budget=60, workers=2, feedback=False, fork_kernels=fork,
+            limits=Limits(memory_mb=1536, processes=40, cpu_seconds=60)), progress=False)
+        return ({r["student"]: {k: v for k, v in r.items() if k not in ("seconds", "stages", "worker")} for r in rows},
+                root / "grades" / ASSIGNMENT / "logs")
+
+    forked, logs = grade(fork=True)
+    fresh, _ = grade(fork=False)
+    parts = forked["loops_when_forked"]["parts"]
+    assert {k: parts[k] for k in POINTS} == POINTS, forked["loops_when_forked"]
+    assert forked == fresh   # scores, flags, notes and status: as without the template
+    assert any("hit the time limit" in n for n in forked["always_loops"]["notes"]), forked["always_loops"]
+    # the forked runs that timed out were graded again; their logs are kept, and were forks
+    assert sorted(p.name for p in logs.glob("*.forked.log")) == ["always_loops.forked.log", "loops_when_forked.forked.log"]
+    assert FORKED in (logs / "loops_when_forked.forked.log").read_text()
+    assert FORKED not in (logs / "loops_when_forked.log").read_text()
+    assert FORKED in (logs / "honest.log").read_text()

@@ -69,10 +69,10 @@ class ReferenceUsedError(AssertionError):
 
 
 def _resolve(target: str):
-    """'torch.nn.functional.conv2d' -> [(owner, attribute, object)], a module -> its public
-    callables (and those of its already-imported submodules, for a package)."""
+    """'torch.nn.functional.conv2d' -> [(owner, attribute, object, name)]; a module -> its public
+    callables (and those of its already-imported submodules, for a package: the others are
+    blocked as they are imported, see _BlockOnImport)."""
     import importlib
-    import inspect
     import sys
 
     try:
@@ -80,35 +80,87 @@ def _resolve(target: str):
     except ImportError:
         module = None
     if module is not None:
-        if hasattr(module, "__path__"):     # a package: load its plain modules so none escapes
-            import pkgutil
-            for info in pkgutil.iter_modules(module.__path__, module.__name__ + "."):
-                if not info.ispkg:
-                    try:
-                        importlib.import_module(info.name)
-                    except Exception:   # an optional module that cannot load is not reachable either
-                        continue
-        found = []
         prefix = module.__name__ + "."
-        root = module.__name__
-        modules = [module] + [m for name, m in list(sys.modules.items())
-                              if name.startswith(prefix) and m is not None]
-        for mod in modules:
-            for attr, obj in list(vars(mod).items()):
-                if attr.startswith("_") or inspect.ismodule(obj) or not callable(obj):
-                    continue
-                if mod.__name__ == __name__ or (inspect.isclass(obj) and issubclass(obj, BaseException)):
-                    continue        # the checks themselves and exception types stay usable
-                home = getattr(obj, "__module__", None)
-                if isinstance(home, str) and not home.startswith(root):
-                    continue        # imported from elsewhere (contextlib, numpy, typing, ...)
-                found.append((mod, attr, obj, f"{mod.__name__}.{attr}"))
-        return found
+        modules = [module] + [m for name, m in list(sys.modules.items()) if name.startswith(prefix) and m is not None]
+        return [found for mod in modules for found in _callables(mod, module.__name__)]
     owner_name, _, attr = target.rpartition(".")
     owner = importlib.import_module(owner_name)
     if not hasattr(owner, attr):
         return []
     return [(owner, attr, getattr(owner, attr), target)]
+
+
+def _callables(mod, root: str):
+    """The public functions and classes that module `mod` defines itself (within package `root`)."""
+    import inspect
+    found = []
+    for attr, obj in list(vars(mod).items()):
+        if attr.startswith("_") or inspect.ismodule(obj) or not callable(obj):
+            continue
+        if mod.__name__ == __name__ or (inspect.isclass(obj) and issubclass(obj, BaseException)):
+            continue        # the checks themselves and exception types stay usable
+        home = getattr(obj, "__module__", None)
+        if isinstance(home, str) and not home.startswith(root):
+            continue        # imported from elsewhere (contextlib, numpy, typing, ...)
+        found.append((mod, attr, obj, f"{mod.__name__}.{attr}"))
+    return found
+
+
+class _BlockOnImport:
+    """A sys.meta_path finder for the length of a block: a submodule of a forbidden package that
+    is first imported inside the block (`from dlcourse import conv` in the student's function) is
+    blocked as soon as it has loaded, so the package's other modules need not be imported ahead.
+    While such a module runs its own top-level code, blocked functions run as usual: an import is
+    not a call by the student (blocking ahead never saw it either); in that thread alone, so
+    that another thread of the student's gains nothing by it."""
+
+    def __init__(self, packages: list[str], block):
+        self.packages, self.block, self.loading = packages, block, {}   # thread id -> imports under way
+
+    def importing(self) -> bool:
+        import threading
+        return self.loading.get(threading.get_ident(), 0) > 0
+
+    def find_spec(self, fullname, path=None, target=None):
+        import sys
+        if not any(fullname.startswith(p + ".") for p in self.packages):
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _LoadThenBlock(spec.loader, self)
+                return spec
+        return None
+
+
+class _LoadThenBlock:
+    """The module's own loader, then its callables blocked (see _BlockOnImport)."""
+
+    def __init__(self, loader, hook: _BlockOnImport):
+        self.loader, self.hook = loader, hook
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        import threading
+        me, loading = threading.get_ident(), self.hook.loading
+        loading[me] = loading.get(me, 0) + 1
+        try:
+            self.loader.exec_module(module)
+        finally:
+            loading[me] -= 1
+            module.__loader__ = self.loader
+            if getattr(module, "__spec__", None) is not None:
+                module.__spec__.loader = self.loader
+        root = next(p for p in self.hook.packages if module.__name__.startswith(p + "."))
+        self.hook.block(_callables(module, root))
 
 
 @contextmanager
@@ -117,7 +169,7 @@ def references_forbidden(*targets: str, namespace: dict | None = None, part: str
 
     `targets` are dotted names of functions or classes ("torch.nn.functional.conv2d",
     "torch.optim.SGD") or of whole modules ("torch.optim", "dlcourse"; a package covers its
-    imported submodules). Inside the block every one of them raises ReferenceUsedError,
+    submodules, those imported before the block and those first imported inside it). Inside the block every one of them raises ReferenceUsedError,
     whether it is reached through its module or through a name the notebook imported it
     under (pass the notebook's `globals()` as `namespace`). A call is remembered even when
     the student's code catches the error, and reported when the block ends.
@@ -126,10 +178,15 @@ def references_forbidden(*targets: str, namespace: dict | None = None, part: str
                                   part="conv2d"):
             out = conv2d(x, w)
     """
+    import importlib
+    import sys
+
     calls: list[str] = []
 
-    def blocked(name):
+    def blocked(name, original):
         def refuse(*args, **kwargs):
+            if hook.importing():   # a module imported in the block runs its own top-level code
+                return original(*args, **kwargs)
             calls.append(name)
             raise ReferenceUsedError(_reference_message(name, part))
         refuse.__name__ = name.rpartition(".")[2]
@@ -137,12 +194,26 @@ def references_forbidden(*targets: str, namespace: dict | None = None, part: str
 
     patched = []            # (owner, attribute, original)
     originals = {}          # id(original) -> replacement
+
+    def block(found):
+        for owner, attr, obj, name in found:
+            replacement = originals.setdefault(id(obj), blocked(name, obj))
+            patched.append((owner, attr, obj))
+            setattr(owner, attr, replacement)
+
+    packages = []
+    for target in targets:
+        try:
+            if hasattr(importlib.import_module(target), "__path__"):
+                packages.append(target)
+        except ImportError:
+            pass
+    hook = _BlockOnImport(packages, block)
     try:
         for target in targets:
-            for owner, attr, obj, name in _resolve(target):
-                replacement = originals.setdefault(id(obj), blocked(name))
-                patched.append((owner, attr, obj))
-                setattr(owner, attr, replacement)
+            block(_resolve(target))
+        if packages:
+            sys.meta_path.insert(0, hook)
         renamed = []
         if namespace is not None:
             for key, value in list(namespace.items()):
@@ -155,6 +226,8 @@ def references_forbidden(*targets: str, namespace: dict | None = None, part: str
             for key, value in renamed:
                 namespace[key] = value
     finally:
+        if hook in sys.meta_path:
+            sys.meta_path.remove(hook)
         for owner, attr, obj in reversed(patched):
             setattr(owner, attr, obj)
     if calls:

@@ -35,11 +35,16 @@ from typing import TypedDict
 from dlcourse.grading import submissions as subs
 from dlcourse.grading.integrity import static_scan
 from dlcourse.grading.cgroups import MemoryCap
+from dlcourse.grading.feedback import FeedbackExporter
 from dlcourse.grading.sandbox import FIRST_UID, Limits, check_bwrap, private_tmpfs
 
 
 # the note on a row whose kernel died once and which was graded again
 RETRY_NOTE = "the kernel died on the first try; graded a second time"
+# what makes a run with a forked kernel count for nothing: the student is graded again with a
+# fresh kernel, whose result is the one a batch without the template gives (the forked run's log
+# is kept beside the student's as <student>.forked.log)
+FORK_TROUBLE = ("KERNEL_DIED", "UNRESPONSIVE", "CELL_TIMEOUT", "BUDGET", "WORKER_DIED", "GRADER_ERROR")
 
 
 def default_cell_timeout() -> int:
@@ -60,8 +65,7 @@ class Settings:
     feedback: bool = True
     output: Path | None = None  # default: <course>/grades/<assignment>
     scheduler: str | None = None  # a Dask scheduler (tcp://HOST:8786): grade on its workers (None: here)
-    fork_kernels: bool = False  # fork each kernel from a pre-imported template (kernel_template.py; root + sandbox;
-                                # opt-in until a rare stall of a forked kernel under load is understood)
+    fork_kernels: bool = True   # fork each kernel from a pre-imported template (kernel_template.py; root + sandbox)
 
 
 def _config(root: Path, db_url: str | None):
@@ -180,7 +184,7 @@ def _kernel_folders(work: Path, kernel_uid: int, settings: Settings, quota: bool
 
 
 def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, kernel_uid: int, quota: bool,
-                      cgroup_procs: str, template_socket: str = ""):
+                      cgroup_procs: str, template_socket: str = "", bytecode_dir: str = ""):
     """nbgrader's configuration for one student: the course's, with the sandboxed Execute."""
     from dlcourse.grading.sandbox import SandboxedExecute
     scratch, conn, uid = _kernel_folders(work, kernel_uid, settings, quota)
@@ -197,16 +201,20 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     km.scratch_tmpfs_mb = 0 if quota else settings.limits.scratch_mb
     km.cgroup_procs = cgroup_procs
     km.template_socket = template_socket
+    cfg.GenerateFeedback.exporter_class = FeedbackExporter
+    cfg.FeedbackExporter.bytecode_dir = bytecode_dir
     return cfg
 
 
 def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings: Settings, work: Path,
-            db_url: str, result_path: Path, log_path: Path, cgroup_procs: str = "", template_socket: str = "") -> None:
+            db_url: str, result_path: Path, log_path: Path, cgroup_procs: str = "", template_socket: str = "",
+            bytecode_dir: str = "") -> None:
     """Child process: autograde one student and write the outcome to result_path as JSON.
     Everything the kernel may write (scratch and the connection folder) lies on a tmpfs of
     limits.scratch_mb seen by this worker alone (as root), or scratch is a tmpfs of that size
     inside the sandbox (otherwise); cgroup_procs: the kernel's memory cgroup ('' for none);
-    template_socket: the batch's kernel template ('' for none: a fresh kernel)."""
+    template_socket: the batch's kernel template ('' for none: a fresh kernel); bytecode_dir: where
+    the batch's workers keep the feedback's compiled templates ('' for nowhere)."""
     os.setsid()
     _die_with_parent()
     quota = private_tmpfs(work / "box", settings.limits.scratch_mb)
@@ -214,7 +222,8 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     outcome = {"success": False, "failure": Failure.WORKER_DIED.name, "reason": "the grading worker stopped unexpectedly"}
     try:
         from nbgrader.apps import NbGraderAPI
-        cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs, template_socket)
+        cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs, template_socket,
+                                bytecode_dir)
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         os.chdir(root)
         api = NbGraderAPI(config=cfg)
@@ -400,6 +409,7 @@ class Job:
     student: str
     row: Row
     retried: bool = False
+    fresh: bool = False         # start a fresh kernel even where the batch has a kernel template
     slot: int = -1
     process: object = None
     work: Path | None = None
@@ -418,6 +428,8 @@ class Outcome:
     seconds: float = 0.0
     stages: dict = field(default_factory=dict)  # seconds per stage and peak memory (`_stages`)
     notes: list = field(default_factory=list)  # e.g. the second try after a dead kernel (from a remote worker)
+    retry_note: str = RETRY_NOTE  # the note a retried job's row gets ('' for none)
+    failure: str = ""           # the Failure's name, for a failed attempt
 
 
 def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs: dict, state: dict, save) -> list[Job]:
@@ -469,6 +481,8 @@ class _Runner:
         self.uids, self.uid_locks = _claim_uids(settings.workers)
         self.work_root = Path(tempfile.mkdtemp(prefix="dlg-"))
         self.work_root.chmod(0o711)  # the kernels' uids pass through to their own (private) scratch folders
+        self.bytecode_dir = self.work_root / "templates"   # the feedback's compiled templates (feedback.py)
+        self.bytecode_dir.mkdir(mode=0o700)
         self.free = list(range(settings.workers))
         self.running: dict[int, Job] = {}
         self.warned = False
@@ -498,7 +512,8 @@ class _Runner:
                     self._release(job)
                     if outcome.retry:
                         job.retried = True
-                        job.row["notes"].append(RETRY_NOTE)
+                        if outcome.retry_note:
+                            job.row["notes"].append(outcome.retry_note)
                         todo.insert(0, job)
                     else:
                         outcome.seconds = round(time.monotonic() - job.started, 2)  # this student's last attempt
@@ -525,13 +540,33 @@ class _Runner:
         job.process = self.ctx.Process(target=_worker, args=(
             self.root, self.assignment, job.student, self.uids[slot], self.settings, job.work, self.url,
             job.work / "result.json", self.logs / f"{job.student}.log", str(job.cap.procs) if job.cap else "",
-            str(self.template.socket_path) if self.template else ""))
+            str(self.template.socket_path) if self.template and not job.fresh else "", str(self.bytecode_dir)))
         job.process.start()
         job.started = time.monotonic()
         self.running[slot] = job
 
     def _poll(self, job: Job) -> Outcome | None:
-        """None while the job runs; its Outcome once the worker has ended (or was stopped)."""
+        """None while the job runs; its Outcome once the worker has ended (or was stopped). A run
+        with a forked kernel that ended in kernel trouble (FORK_TROUBLE, or a cell that hit the
+        time limit) is run again with a fresh kernel, whose outcome counts."""
+        outcome = self._outcome(job)
+        if outcome is None or self.template is None or job.fresh:
+            return outcome
+        if outcome.success:
+            trouble = next((n for n in _cell_notes(self.root, self.assignment, job.student) if "time limit" in n), "")
+        else:
+            trouble = outcome.reason if outcome.failure in FORK_TROUBLE else ""
+        if not trouble:
+            return outcome
+        job.fresh = True
+        log = self.logs / f"{job.student}.log"
+        if log.exists():
+            os.replace(log, log.with_suffix(".forked.log"))
+        print(f"{job.student}: the run with a forked kernel ended in \"{trouble}\"; grading again with a fresh kernel",
+              file=sys.stderr)
+        return Outcome(False, trouble, retry=True, retry_note=RETRY_NOTE if outcome.failure == "KERNEL_DIED" else "")
+
+    def _outcome(self, job: Job) -> Outcome | None:
         proc = job.process
         if job.cap is not None and job.cap.oom_kills():
             job.cap.kill()  # one process hit the cap: the whole submission stops (as v2's memory.oom.group)
@@ -540,13 +575,13 @@ class _Runner:
         if proc.is_alive():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.join()
-            return Outcome(False, Failure.BUDGET.reason(budget=self.settings.budget))
+            return Outcome(False, Failure.BUDGET.reason(budget=self.settings.budget), failure="BUDGET")
         proc.join()
         if job.cap is not None and job.cap.oom_kills():
-            return Outcome(False, Failure.MEMORY_CAP.reason(mb=self.settings.limits.total_memory_mb))
+            return Outcome(False, Failure.MEMORY_CAP.reason(mb=self.settings.limits.total_memory_mb), failure="MEMORY_CAP")
         result = job.work / "result.json"
         if not result.exists():
-            return Outcome(False, Failure.WORKER_DIED.reason(exitcode=proc.exitcode), final=False)
+            return Outcome(False, Failure.WORKER_DIED.reason(exitcode=proc.exitcode), final=False, failure="WORKER_DIED")
         data = json.loads(result.read_text())
         if data["success"]:
             return Outcome(True, integrity=data.get("integrity", []), stages=data.get("stages", {}))
@@ -554,7 +589,7 @@ class _Runner:
         # A kernel can also die of something that is not the student's doing (the machine under
         # memory pressure); one more try tells the two apart.
         return Outcome(False, data["reason"], retry=failure is Failure.KERNEL_DIED and not job.retried,
-                       final=failure.final)
+                       final=failure.final, failure=failure.name)
 
     def _release(self, job: Job) -> None:
         """The one way a slot is given back: worker stopped, kernel processes killed, cgroup and files removed."""

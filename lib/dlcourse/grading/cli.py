@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Dask scheduler, e.g. tcp://HOST:8786: each submission is graded on one of its workers "
                         "(default: $DLCOURSE_DASK_SCHEDULER, else here)")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
-    p.add_argument("--fork-kernels", action="store_true", default=s.fork_kernels,
+    p.add_argument("--fork-kernels", action=argparse.BooleanOptionalAction, default=s.fork_kernels,
                    help="fork every kernel from the batch's pre-imported kernel template instead of starting a new "
-                        "Python (about 4x faster; as root with the sandbox only; experimental)")
+                        "Python (several times faster; as root with the sandbox only, on this machine, not on a "
+                        "Dask cluster); --no-fork-kernels starts every kernel afresh (default: fork)")
     p.add_argument("--unsandboxed", action="store_true",
                    help="grade without bubblewrap (kernels can read the instructor's files!)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

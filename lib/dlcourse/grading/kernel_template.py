@@ -2,9 +2,8 @@
 package once; every grading kernel of the batch is a fork of it, moved into its own sandbox.
 
 A fresh kernel spends most of a small submission's time before the student's first line runs:
-starting Python and ipykernel, importing torch, and the first `references_forbidden("dlcourse")`,
-which imports every module of the package. A fork of a process that has done all that once
-starts in a few milliseconds. How a kernel is made (as root, with bubblewrap):
+starting Python and ipykernel, importing torch and the course's modules. A fork of a process
+that has done all that once starts in a few milliseconds. How a kernel is made (as root, with bubblewrap):
 
 1. the kernel manager (sandbox.SandboxedKernelManager) starts the submission's sandbox as
    always, but its first process is `_sandbox_anchor.py`, which waits on a FIFO;
@@ -41,11 +40,13 @@ ANCHOR = Path(__file__).with_name("_sandbox_anchor.py")
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")   # mnt last: entering it changes the root
 # what a grading kernel imports before the student's first line: ipykernel and what it starts
 # (its debugger: debugpy), then numpy and torch; plus every plain module of dlcourse (`preload`)
+# but the instructor's tools, which no notebook imports (they pull in nbformat and JupyterHub)
 PRELOAD = ("numpy", "numpy.random", "torch", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
            "ipykernel.zmqshell", "ipykernel.debugger", "debugpy.server.api", "IPython.core.completerlib",
            "IPython.core.debugger", "IPython.core.oinspect", "IPython.core.logger", "IPython.extensions.storemagic",
            "IPython.utils.wildcard", "sqlite3", "tornado.locks", "tornado.queues", "tornado.platform.asyncio",
            "faulthandler", "dlcourse.grading._kernel_stage")
+NOT_PRELOADED = ("dlcourse.notebooks", "dlcourse.hub")
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
 LISTENING, READY = "kernel template listening", "kernel template ready"
 FORKED = "[grader] this kernel is a fork of the batch's kernel template"
@@ -170,15 +171,15 @@ def _descendants(root: int) -> list[int]:
 
 # ------------------------------------------------------------------ the template process
 def preload() -> None:
-    """Import what every grading kernel imports: numpy, torch, IPython and ipykernel, and every
-    plain module of dlcourse (what references_forbidden("dlcourse") imports in a test cell)."""
+    """Import what every grading kernel imports: numpy, torch, IPython and ipykernel, and the
+    plain modules of dlcourse that notebooks import (all but NOT_PRELOADED)."""
     import importlib
     import pkgutil
     for name in PRELOAD:
         importlib.import_module(name)
     import dlcourse
     for info in pkgutil.iter_modules(dlcourse.__path__, "dlcourse."):
-        if not info.ispkg:
+        if not info.ispkg and info.name not in NOT_PRELOADED:
             try:
                 importlib.import_module(info.name)
             except Exception:  # noqa: BLE001 -- a module that cannot load here cannot in the kernel either

@@ -13,7 +13,7 @@ so student code could read solutions/ and the gradebook. Here every kernel start
           --unshare-net --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent ...
           python -I _kernel_stage.py ...  -> rlimits, setsid, a uid of its own (60000 and up), exec ipykernel
 
-With a kernel template (kernel_template.py; as root, opt-in with --fork-kernels) the sandbox's first
+With a kernel template (kernel_template.py; as root, the default; --no-fork-kernels) the sandbox's first
 process is `_sandbox_anchor.py` instead of the stage: the template forks a kernel that has torch,
 ipykernel and dlcourse imported already, moves it into this sandbox's namespaces and cgroup, and
 gives it the stage's limits, uid and environment; the anchor lives as long as that kernel.
@@ -41,10 +41,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from queue import Empty
+
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
-from traitlets import Bool, Dict, Int, Unicode
+from traitlets import Bool, DottedObjectName, Dict, Int, Type, Unicode
 
 from dlcourse.grading._kernel_stage import KEEP_ENV
 from dlcourse.grading.cgroups import JOIN
@@ -189,8 +192,47 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in KEEP_ENV}
 
 
+class SandboxedKernelClient(AsyncKernelClient):
+    """jupyter_client's client, ready as soon as the kernel has answered kernel_info on the shell
+    channel and its IOPub has carried that request's 'idle' status (so IOPub is connected), not
+    after 0.2 s of IOPub silence on top (jupyter_client's flush), which every submission paid."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        asked = set()   # our kernel_info requests: a late answer to an earlier one counts too
+        while True:
+            asked.add(self.kernel_info())
+            reply = await self._next(self.shell_channel, seconds=1, wanted=lambda m: m["parent_header"].get("msg_id") in asked)
+            # an 'idle' on IOPub proves IOPub connected; a subscription made too late missed it: ask again
+            if reply is not None and await self._next(self.iopub_channel, seconds=0.2, wanted=lambda m: (
+                    m["msg_type"] == "status" and m["parent_header"].get("msg_id") in asked
+                    and m["content"].get("execution_state") == "idle")):
+                self._handle_kernel_info_reply(reply)
+                return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+    @staticmethod
+    async def _next(channel, seconds: float, wanted) -> dict | None:
+        """The first message on `channel` within `seconds` for which wanted(msg) holds, else None."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await channel.get_msg(timeout=left)
+            except Empty:
+                return None
+            if wanted(msg):
+                return msg
+        return None
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernels start through the stage, inside bubblewrap unless sandbox=False."""
+
+    client_class = DottedObjectName("dlcourse.grading.sandbox.SandboxedKernelClient")
+    client_factory = Type(klass=SandboxedKernelClient)
 
     sandbox = Bool(True, help="start the kernel inside bubblewrap").tag(config=True)
     scratch = Unicode(help="the kernel's working directory, the only place it may write").tag(config=True)

@@ -1,0 +1,39 @@
+"""The feedback exporter (lib/dlcourse/grading/feedback.py) writes the very HTML that nbconvert's
+own HTMLExporter writes, whether its compiled templates come from the batch's cache or not
+(shown with nbconvert's default template; nbgrader's feedback template extends it)."""
+from pathlib import Path
+
+import nbformat
+from nbconvert.exporters import HTMLExporter
+from traitlets.config import Config
+
+from dlcourse.grading.feedback import FeedbackExporter
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "solutions" / "ps_convolution" / "convolution.ipynb"
+
+
+def config(**extra) -> Config:
+    cfg = Config()
+    for key, value in extra.items():
+        setattr(cfg.FeedbackExporter, key, value)
+    return cfg
+
+
+def test_cached_templates_give_the_same_html(tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    stock, _ = HTMLExporter(config=config()).from_notebook_node(nb)
+    cache = tmp_path / "templates"
+    cache.mkdir()
+    first, _ = FeedbackExporter(config=config(bytecode_dir=str(cache))).from_notebook_node(nb)
+    stored = sorted(p.name for p in cache.iterdir())
+    assert stored, "no compiled template was stored"
+    second, _ = FeedbackExporter(config=config(bytecode_dir=str(cache))).from_notebook_node(nb)
+    assert sorted(p.name for p in cache.iterdir()) == stored   # the second one only read them
+    assert first == stock
+    assert second == stock
+
+
+def test_without_a_folder_nothing_is_cached():
+    exporter = FeedbackExporter(config=config())
+    assert exporter.environment.bytecode_cache is None
