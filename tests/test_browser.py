@@ -349,29 +349,32 @@ async def move_a_control(job: Job) -> str:
 
 
 NAVIGATED = "context was destroyed"   # playwright's words when the page reloaded under a script
+ATTEMPTS = 3   # a job whose page reloaded under it starts over, up to this many times in all
 
 
 async def run_job(job: Job, tabs: Tabs, screenshots: Path) -> None:
     """Open the notebook in a tab of the pool, Run All (a lecture) or click Validate (an exercise),
     wait for the end by polling the page, move a lecture's widget, take the screenshot, close it.
-    JupyterLab reloads a freshly loaded page now and then while it starts: the job then starts
-    over once on the reloaded page (it works on a copy, so running it again changes nothing)."""
+    JupyterLab reloads a freshly loaded page now and then while it starts (seen once per full
+    run, and once twice in a row): the job then starts over on the reloaded page, up to ATTEMPTS
+    times in all (it works on a copy, so running it again changes nothing)."""
     began = time.monotonic()
     healthy = False
     try:
         job.page = await tabs.acquire()
         job.opened = time.monotonic()
-        for attempt in (1, 2):
+        for attempt in range(1, ATTEMPTS + 1):
             try:
+                if attempt > 1:   # on the reloaded page, which may reload once more while it starts
+                    await job.page.wait_for_load_state("load")
+                    await job.page.wait_for_function(APP_READY, timeout=120_000, polling=250)
+                    await job.page.evaluate(RESTORED)
+                    job.result = {}
                 await attempt_job(job)
                 break
             except Exception as error:  # playwright's Error
-                if attempt == 2 or NAVIGATED not in str(error):
+                if attempt == ATTEMPTS or NAVIGATED not in str(error):
                     raise
-                await job.page.wait_for_load_state("load")
-                await job.page.wait_for_function(APP_READY, timeout=120_000, polling=250)
-                await job.page.evaluate(RESTORED)
-                job.result = {}
         job.result["phases"] = {"wait": job.opened - began, "open": job.started - job.opened,
                                 "run": time.monotonic() - job.started}
         if job.kind == "lecture" and not job.result["errors"]:
