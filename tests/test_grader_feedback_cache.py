@@ -37,3 +37,25 @@ def test_cached_templates_give_the_same_html(tmp_path):
 def test_without_a_folder_nothing_is_cached():
     exporter = FeedbackExporter(config=config())
     assert exporter.environment.bytecode_cache is None
+
+
+def test_warm_up_leaves_a_worker_nothing_to_import():
+    """After batch.warm_up (in the batch's process), rendering an autograded notebook's HTML (what
+    each forked worker does for the feedback) imports no module: the lexers are loaded already."""
+    import subprocess
+    import sys
+    code = f"""
+import sys
+import nbformat
+from nbconvert.exporters import HTMLExporter
+from dlcourse.grading.batch import warm_up
+from pathlib import Path
+warm_up([Path({str(NOTEBOOK)!r})])
+before = set(sys.modules)
+nb = nbformat.read({str(NOTEBOOK)!r}, as_version=4)
+nb.metadata["language_info"] = {{"name": "python", "pygments_lexer": "ipython3", "version": "3"}}
+HTMLExporter().from_notebook_node(nb)
+print(sorted(set(sys.modules) - before))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

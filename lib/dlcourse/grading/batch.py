@@ -643,6 +643,20 @@ def launch_template(settings: Settings):
     return template
 
 
+def warm_up(notebooks: list[Path]) -> None:
+    """Do once, in the batch's own process, what every worker would otherwise do again: nbformat's
+    schema validators, the lexers of pygments (their regular expressions are compiled on first
+    use and kept on the class) and the rest of nbconvert's HTML export. The workers are forks of
+    this process and inherit all of it. Renders the assignment's source notebooks; nothing is
+    written."""
+    import nbformat
+    from nbconvert.exporters import HTMLExporter
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}   # as ipykernel reports it
+        HTMLExporter().from_notebook_node(nb)
+
+
 def grade_batch(root, assignment: str, source, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """Grade every submission in `source` (zip or folder); returns the rows written to grades.csv."""
     from tqdm.auto import tqdm
@@ -688,6 +702,8 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                 from dlcourse.grading.cluster import run_on_cluster
                 run_on_cluster(settings.scheduler, root, assignment, settings, url, out / "logs", todo, finish, stop)
             else:
+                if todo:
+                    warm_up(sorted(source_dir.glob("*.ipynb")))
                 _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
         finally:
             bar.close()
