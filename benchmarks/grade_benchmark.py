@@ -10,9 +10,8 @@ start, imports, execution, nbgrader's bookkeeping, feedback; means over the grad
 and the peak memory of a grading worker and of its kernel. As root the kernels are forked from
 the batch's kernel template, as `make grade` does (`--no-fork-kernels`: fresh ones): the first
 ones wait for its imports (in their kernel start), the median shows a submission's time once it
-is ready.
-`--mix` grades a mixed class instead
-(correct, wrong, untouched, hostile: endless loop, os._exit, an AST transformer deleting asserts).
+is ready. `--mix` grades a mixed class instead (correct, wrong, untouched, hostile: endless loop,
+os._exit, an AST transformer deleting asserts).
 Not a test: the numbers depend on the machine and on its load.
 """
 import argparse

@@ -328,3 +328,14 @@ def test_cgroup_v1_is_used_in_a_hybrid_layout_without_v2_memory(tmp_path):
 def test_no_memory_controller_means_no_cap(tmp_path):
     fs, proc = _fake(tmp_path, {"cgroup.controllers": "cpu pids", "cgroup.subtree_control": "cpu"}, "0::/\n")
     assert find_parent(fs, proc) is None and MemoryCap.create("k2", 100, fs, proc) is None
+
+
+def test_the_batch_forked_its_kernels_from_the_template(batch):
+    """The cases above ran in kernels forked from the kernel template (the default), not fresh
+    ones. A forked run that timed out was graded again afresh; its log is <student>.forked.log."""
+    from dlcourse.grading.kernel_template import FORKED
+    course, _, rows = batch
+    logs = course.path("grades", ASSIGNMENT, "logs")
+    first = {s: logs / f"{s}.forked.log" if (logs / f"{s}.forked.log").exists() else logs / f"{s}.log" for s in rows}
+    forked = {s for s, log in first.items() if FORKED in log.read_text()}
+    assert forked == set(rows), f"not forked from the template: {sorted(set(rows) - forked)}"

@@ -169,9 +169,10 @@ def references_forbidden(*targets: str, namespace: dict | None = None, part: str
 
     `targets` are dotted names of functions or classes ("torch.nn.functional.conv2d",
     "torch.optim.SGD") or of whole modules ("torch.optim", "dlcourse"; a package covers its
-    submodules, those imported before the block and those first imported inside it). Inside the block every one of them raises ReferenceUsedError,
-    whether it is reached through its module or through a name the notebook imported it
-    under (pass the notebook's `globals()` as `namespace`). A call is remembered even when
+    submodules, those imported before the block and those first imported inside it). Inside
+    the block every one of them raises ReferenceUsedError, whether it is reached through its
+    module or through a name the notebook imported it under (pass the notebook's `globals()`
+    as `namespace`). A call is remembered even when
     the student's code catches the error, and reported when the block ends.
 
         with references_forbidden("torch.nn.functional.conv2d", "dlcourse", namespace=globals(),

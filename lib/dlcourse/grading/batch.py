@@ -41,10 +41,6 @@ from dlcourse.grading.sandbox import FIRST_UID, Limits, check_bwrap, private_tmp
 
 # the note on a row whose kernel died once and which was graded again
 RETRY_NOTE = "the kernel died on the first try; graded a second time"
-# what makes a run with a forked kernel count for nothing: the student is graded again with a
-# fresh kernel, whose result is the one a batch without the template gives (the forked run's log
-# is kept beside the student's as <student>.forked.log)
-FORK_TROUBLE = ("KERNEL_DIED", "UNRESPONSIVE", "CELL_TIMEOUT", "BUDGET", "WORKER_DIED", "GRADER_ERROR")
 
 
 def default_cell_timeout() -> int:
@@ -127,6 +123,13 @@ class Failure(enum.Enum):
     @property
     def final(self) -> bool:
         return self not in (Failure.GRADER_ERROR, Failure.WORKER_DIED)
+
+
+# what makes a run with a forked kernel count for nothing: the student is graded again with a
+# fresh kernel, whose result is the one a batch without the template gives (the forked run's log
+# is kept beside the student's as <student>.forked.log)
+FORK_TROUBLE = (Failure.KERNEL_DIED, Failure.UNRESPONSIVE, Failure.CELL_TIMEOUT, Failure.BUDGET,
+                Failure.WORKER_DIED, Failure.GRADER_ERROR)
 
 
 def _classify(result: dict) -> tuple[Failure, str]:
@@ -429,7 +432,7 @@ class Outcome:
     stages: dict = field(default_factory=dict)  # seconds per stage and peak memory (`_stages`)
     notes: list = field(default_factory=list)  # e.g. the second try after a dead kernel (from a remote worker)
     retry_note: str = RETRY_NOTE  # the note a retried job's row gets ('' for none)
-    failure: str = ""           # the Failure's name, for a failed attempt
+    failure: Failure | None = None  # why an attempt failed (None: it did not, or a remote worker's)
 
 
 def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs: dict, state: dict, save) -> list[Job]:
@@ -564,7 +567,8 @@ class _Runner:
             os.replace(log, log.with_suffix(".forked.log"))
         print(f"{job.student}: the run with a forked kernel ended in \"{trouble}\"; grading again with a fresh kernel",
               file=sys.stderr)
-        return Outcome(False, trouble, retry=True, retry_note=RETRY_NOTE if outcome.failure == "KERNEL_DIED" else "")
+        return Outcome(False, trouble, retry=True,
+                       retry_note=RETRY_NOTE if outcome.failure is Failure.KERNEL_DIED else "")
 
     def _outcome(self, job: Job) -> Outcome | None:
         proc = job.process
@@ -575,13 +579,14 @@ class _Runner:
         if proc.is_alive():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.join()
-            return Outcome(False, Failure.BUDGET.reason(budget=self.settings.budget), failure="BUDGET")
+            return Outcome(False, Failure.BUDGET.reason(budget=self.settings.budget), failure=Failure.BUDGET)
         proc.join()
         if job.cap is not None and job.cap.oom_kills():
-            return Outcome(False, Failure.MEMORY_CAP.reason(mb=self.settings.limits.total_memory_mb), failure="MEMORY_CAP")
+            return Outcome(False, Failure.MEMORY_CAP.reason(mb=self.settings.limits.total_memory_mb), failure=Failure.MEMORY_CAP)
         result = job.work / "result.json"
         if not result.exists():
-            return Outcome(False, Failure.WORKER_DIED.reason(exitcode=proc.exitcode), final=False, failure="WORKER_DIED")
+            return Outcome(False, Failure.WORKER_DIED.reason(exitcode=proc.exitcode), final=False,
+                           failure=Failure.WORKER_DIED)
         data = json.loads(result.read_text())
         if data["success"]:
             return Outcome(True, integrity=data.get("integrity", []), stages=data.get("stages", {}))
@@ -589,7 +594,7 @@ class _Runner:
         # A kernel can also die of something that is not the student's doing (the machine under
         # memory pressure); one more try tells the two apart.
         return Outcome(False, data["reason"], retry=failure is Failure.KERNEL_DIED and not job.retried,
-                       final=failure.final, failure=failure.name)
+                       final=failure.final, failure=failure)
 
     def _release(self, job: Job) -> None:
         """The one way a slot is given back: worker stopped, kernel processes killed, cgroup and files removed."""

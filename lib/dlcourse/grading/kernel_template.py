@@ -3,7 +3,8 @@ package once; every grading kernel of the batch is a fork of it, moved into its 
 
 A fresh kernel spends most of a small submission's time before the student's first line runs:
 starting Python and ipykernel, importing torch and the course's modules. A fork of a process
-that has done all that once starts in a few milliseconds. How a kernel is made (as root, with bubblewrap):
+that has done all that once starts in a few milliseconds. How a kernel is made (as root, with
+bubblewrap):
 
 1. the kernel manager (sandbox.SandboxedKernelManager) starts the submission's sandbox as
    always, but its first process is `_sandbox_anchor.py`, which waits on a FIFO;

@@ -13,8 +13,8 @@ so student code could read solutions/ and the gradebook. Here every kernel start
           --unshare-net --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent ...
           python -I _kernel_stage.py ...  -> rlimits, setsid, a uid of its own (60000 and up), exec ipykernel
 
-With a kernel template (kernel_template.py; as root, the default; --no-fork-kernels) the sandbox's first
-process is `_sandbox_anchor.py` instead of the stage: the template forks a kernel that has torch,
+With a kernel template (kernel_template.py; as root, by default; not with --no-fork-kernels) the
+sandbox's first process is `_sandbox_anchor.py` instead of the stage: the template forks a kernel that has torch,
 ipykernel and dlcourse imported already, moves it into this sandbox's namespaces and cgroup, and
 gives it the stage's limits, uid and environment; the anchor lives as long as that kernel.
 
@@ -40,7 +40,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
 from queue import Empty
 
 from jupyter_client.asynchronous import AsyncKernelClient
