@@ -99,10 +99,10 @@ def make_course(tmp_path: Path, assignments: list[str]) -> Course:
 
 
 def tiny_course(root: Path) -> Course:
-    """A course at root (made here) with the grader's test assignment, ps_tiny
-    (fixtures/tiny_assignment.py), released."""
+    """A course at root (made here unless it exists) with the grader's test assignment, ps_tiny
+    (fixtures/tiny_assignment.py), released: its own config, gradebook, feedback and grades."""
     from fixtures.tiny_assignment import ASSIGNMENT, write_source
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     write_source(root)
     course = Course(root)

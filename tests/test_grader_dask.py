@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
-from nbgrader_harness import Course, solved
+from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS
+from nbgrader_harness import Course, solved, tiny_course
 from system_packages import ensure_debian_packages
 
 from dlcourse.grading.batch import RETRY_NOTE, Settings, grade_batch
@@ -45,16 +45,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def make_course(root: Path) -> Course:
-    """A fresh course with the tiny assignment released (its own gradebook, feedback and grades)."""
-    root.mkdir(parents=True)
-    (root / "nbgrader_config.py").write_text((REPO / "nbgrader_config.py").read_text())
-    write_source(root)
-    course = Course(root)
-    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)
-    return course
 
 
 def write_class(course: Course, folder: Path) -> Path:
@@ -102,7 +92,7 @@ def gradebook_students(root: Path) -> list[str]:
 def local_run(tmp_path_factory):
     """The class graded here, without Dask: the rows every cluster run must reproduce."""
     ensure_debian_packages(["bubblewrap"], ["bwrap"])
-    course = make_course(tmp_path_factory.mktemp("local") / "course")
+    course = tiny_course(tmp_path_factory.mktemp("local") / "course")
     root, folder = course.root, write_class(course, tmp_path_factory.mktemp("class"))
     rows = grade(root, folder)
     full = sum(POINTS.values())
@@ -142,7 +132,7 @@ def cluster():
 def test_scheduler_and_two_workers_grade_every_row_as_a_local_run(tmp_path, local_run, cluster):
     address, pids = cluster
     folder, local = local_run
-    root = make_course(tmp_path / "course").root
+    root = tiny_course(tmp_path / "course").root
     rows = grade(root, folder, scheduler=address)
     assert stable(rows) == stable(local)
     table = csv_rows(root)
@@ -157,7 +147,7 @@ def test_scheduler_and_two_workers_grade_every_row_as_a_local_run(tmp_path, loca
 def test_a_worker_killed_mid_batch_loses_nothing(tmp_path, local_run, cluster):
     address, pids = cluster
     folder, local = local_run
-    root = make_course(tmp_path / "course").root
+    root = tiny_course(tmp_path / "course").root
     result = {}
     thread = threading.Thread(target=lambda: result.update(rows=grade(root, folder, scheduler=address)))
     thread.start()
@@ -186,7 +176,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path, local_run, cluster):
 
 def test_local_cluster_grades_every_row_as_a_local_run(tmp_path, local_run):
     folder, local = local_run
-    root = make_course(tmp_path / "course").root
+    root = tiny_course(tmp_path / "course").root
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, scheduler_port=0,
                                   dashboard_address=":0") as lc:  # workers: threads here (inproc://)
         rows = grade(root, folder, scheduler=lc.scheduler_address)

@@ -6,7 +6,6 @@ written in several ways, among them the one that used to be flagged: a child pro
 writing to stdout when the grader's final check ran (see integrity.py). Three hostile
 submissions in the same batch must still be flagged.
 """
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
-from nbgrader_harness import Course, solved
+from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS
+from nbgrader_harness import solved, tiny_course
 from system_packages import ensure_debian_packages
 
 from dlcourse.grading.batch import Settings, grade_batch
@@ -47,10 +46,7 @@ N_HONEST = 40
 def batch(tmp_path_factory):
     ensure_debian_packages(["bubblewrap"], ["bwrap"])
     root = tmp_path_factory.mktemp("course")
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    write_source(root)
-    course = Course(root)
-    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)
+    course = tiny_course(root)
     folder = tmp_path_factory.mktemp("submissions")
     variants = list(HONEST)
     students = {}

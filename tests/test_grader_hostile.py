@@ -7,7 +7,6 @@ space is not used; 1.5 GB, 40 processes per kernel uid), so none of these cases 
 """
 import io
 import json
-import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -15,8 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
-from nbgrader_harness import Course, grade_id, solved
+from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS
+from nbgrader_harness import grade_id, solved, tiny_course
 
 from system_packages import ensure_debian_packages
 
@@ -86,11 +85,8 @@ def _json(nb) -> bytes:
 def batch(tmp_path_factory):
     ensure_debian_packages(["bubblewrap"], ["bwrap"])  # a clean CI machine installs it here
     root = tmp_path_factory.mktemp("course")
-    shutil.copy(Path(__file__).resolve().parents[1] / "nbgrader_config.py", root / "nbgrader_config.py")
+    course = tiny_course(root)
     assert 'penalty_method = "zero"' in (root / "nbgrader_config.py").read_text()  # the course's late policy
-    write_source(root)
-    course = Course(root)
-    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)
 
     def sub(overrides=None):
         return solved(course, ASSIGNMENT, NOTEBOOK, overrides)

@@ -17,8 +17,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
-from nbgrader_harness import Course, solved
+from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS
+from nbgrader_harness import solved, tiny_course
 from system_packages import ensure_debian_packages
 
 from dlcourse.grading.batch import Settings, grade_batch
@@ -81,11 +81,7 @@ def postgres_url():
 
 
 def grade_class(root: Path, db_url: str | None) -> dict:
-    root.mkdir()
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    write_source(root)
-    course = Course(root)
-    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)  # the release students got
+    course = tiny_course(root)   # the release students got
     if db_url:  # that step used SQLite: start the PostgreSQL course without it
         course.path("gradebook.db").unlink()
     folder = root.parent / f"{root.name}-submissions"

@@ -26,7 +26,7 @@ import nbformat
 import pytest
 
 from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
-from nbgrader_harness import Course, grade_id, solved
+from nbgrader_harness import grade_id, solved, tiny_course
 from system_packages import ensure_debian_packages
 
 from dlcourse.grading.batch import MEMORY_CAP, Settings, grade_batch
@@ -177,10 +177,7 @@ def batch(tmp_path_factory):
         pytest.skip("planting course copies under /srv, /opt, /var and /mnt needs root")
     ensure_debian_packages(["bubblewrap"], ["bwrap"])
     root = tmp_path_factory.mktemp("course")
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    write_source(root)
-    course = Course(root)
-    course.nbgrader("generate_assignment", ASSIGNMENT, "--force", check=True)
+    course = tiny_course(root)
 
     name = f"dlcourse-planted-{uuid.uuid4().hex[:8]}"
     planted = _plant(name)
