@@ -41,7 +41,8 @@ def test_without_a_folder_nothing_is_cached():
 
 def test_warm_up_leaves_a_worker_nothing_to_import():
     """After batch.warm_up (in the batch's process), rendering an autograded notebook's HTML (what
-    each forked worker does for the feedback) imports no module: the lexers are loaded already."""
+    each forked worker does for the feedback: code, outputs, a failed test's traceback) imports no
+    module: the lexers and filters are loaded already."""
     import subprocess
     import sys
     code = f"""
@@ -49,11 +50,14 @@ import sys
 import nbformat
 from nbconvert.exporters import HTMLExporter
 from dlcourse.grading.batch import warm_up
-from pathlib import Path
-warm_up([Path({str(NOTEBOOK)!r})])
+warm_up()
 before = set(sys.modules)
 nb = nbformat.read({str(NOTEBOOK)!r}, as_version=4)
 nb.metadata["language_info"] = {{"name": "python", "pygments_lexer": "ipython3", "version": "3"}}
+code = next(c for c in nb.cells if c.cell_type == "code")
+code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="checked"),
+                nbformat.v4.new_output("error", ename="AssertionError", evalue="no",
+                                       traceback=["\x1b[0;31mAssertionError\x1b[0m: no"])]
 HTMLExporter().from_notebook_node(nb)
 print(sorted(set(sys.modules) - before))
 """

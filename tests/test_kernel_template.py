@@ -171,6 +171,22 @@ def test_a_kernel_starts_afresh_when_the_template_cannot_answer(work):
 
 
 @ROOT_ONLY
+def test_the_template_imports_what_the_assignment_imports(work):
+    """A batch's template imports what the assignment's source notebooks import (and what every
+    kernel needs), not the whole course: a module no notebook names is left to the kernel, and one
+    that cannot be imported does not stop the template."""
+    t = KernelTemplate(["dlcourse.conv", "no_such_module_anywhere"])
+    t.launch()
+    try:
+        assert not t.wait_ready()
+        out = run_kernel(work, t, ["import sys\nprint([m for m in ('torch', 'dlcourse.conv', 'dlcourse.gan', "
+                                   "'matplotlib.pyplot') if m in sys.modules])"])[0]
+    finally:
+        t.stop()
+    assert out.strip() == "['torch', 'dlcourse.conv']", out
+
+
+@ROOT_ONLY
 def test_forked_kernels_start_every_time(template, work):
     """Kernels started two at a time, as two workers do, each answer (a fork that entered a
     half-built sandbox never did)."""

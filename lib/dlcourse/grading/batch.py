@@ -17,6 +17,7 @@ loses nothing: the next run skips every student whose files hash the same and wh
 final, and grades the rest.
 """
 import enum
+import gc
 import io
 import json
 import os
@@ -225,6 +226,7 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     outcome = {"success": False, "failure": Failure.WORKER_DIED.name, "reason": "the grading worker stopped unexpectedly"}
     try:
         from nbgrader.apps import NbGraderAPI
+        _one_engine_per_database()
         cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs, template_socket,
                                 bytecode_dir)
         os.environ["NBGRADER_EXECUTION"] = "autograde"
@@ -255,6 +257,24 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     tmp.write_text(json.dumps(outcome))
     os.replace(tmp, result_path)
     os._exit(0)
+
+
+def _one_engine_per_database() -> None:
+    """In a worker: nbgrader opens a Gradebook for every step of a student's grading (the
+    submission, each preprocessor, the feedback), and each made a new SQLAlchemy engine that
+    compiled the same SQL again. Here they share one engine per database URL, and with it the
+    compiled statements; Gradebook.close() still gives back its connections (engine.dispose())."""
+    import nbgrader.api
+    from sqlalchemy import create_engine
+    engines = {}
+
+    def shared_engine(url, **options):
+        key = (str(url), tuple(sorted(options.items())))
+        if key not in engines:
+            engines[key] = create_engine(url, **options)
+        return engines[key]
+
+    nbgrader.api.create_engine = shared_engine
 
 
 def _die_with_parent() -> None:
@@ -500,6 +520,7 @@ class _Runner:
                 self.template = None
 
     def run(self, todo: list[Job], stop) -> None:
+        import multiprocessing.connection
         try:
             self._wait_for_template()
             while todo or self.running:
@@ -507,7 +528,9 @@ class _Runner:
                     raise KeyboardInterrupt(f"stopped by signal {stop[0]}")
                 while todo and self.free:
                     self._start(todo.pop(0), self.free.pop(0))
-                time.sleep(0.05)
+                # wake as soon as a worker ends; at least every 50 ms (budgets, memory caps, signals)
+                multiprocessing.connection.wait([job.process.sentinel for job in self.running.values()], 0.05)
+                finished = []
                 for job in list(self.running.values()):
                     outcome = self._poll(job)
                     if outcome is None:
@@ -520,7 +543,11 @@ class _Runner:
                         todo.insert(0, job)
                     else:
                         outcome.seconds = round(time.monotonic() - job.started, 2)  # this student's last attempt
-                        self.done(job, outcome)
+                        finished.append((job, outcome))
+                while todo and self.free and not stop:   # the freed slots work again before the bookkeeping
+                    self._start(todo.pop(0), self.free.pop(0))
+                for job, outcome in finished:
+                    self.done(job, outcome)
         finally:
             for job in list(self.running.values()):
                 self._release(job)
@@ -637,29 +664,52 @@ class _Finisher:
         self.bar.update(1)
 
 
-def launch_template(settings: Settings):
-    """The batch's kernel template (kernel_template.py), launched: it imports while the batch is
-    planned. None where it cannot be used (not root, no sandbox, switched off, on a Dask cluster)."""
+def launch_template(settings: Settings, notebooks: list[Path]):
+    """The batch's kernel template (kernel_template.py), launched: it imports what the assignment's
+    source `notebooks` import (the instructor's, never a student's) while the batch is planned.
+    None where it cannot be used (not root, no sandbox, switched off, on a Dask cluster)."""
     if not (settings.fork_kernels and settings.sandbox and not settings.scheduler and os.geteuid() == 0):
         return None
-    from dlcourse.grading.kernel_template import KernelTemplate
-    template = KernelTemplate()
+    from dlcourse.grading.kernel_template import KernelTemplate, notebook_imports
+    template = KernelTemplate(notebook_imports(notebooks))
     template.launch()
     return template
 
 
-def warm_up(notebooks: list[Path]) -> None:
-    """Do once, in the batch's own process, what every worker would otherwise do again: nbformat's
-    schema validators, the lexers of pygments (their regular expressions are compiled on first
-    use and kept on the class) and the rest of nbconvert's HTML export. The workers are forks of
-    this process and inherit all of it. Renders the assignment's source notebooks; nothing is
-    written."""
+# a notebook with every kind of cell and output that an autograded notebook has (markdown with
+# math and a table, code, stream, a result, a traceback in ANSI colours, an image), in the
+# language that ipykernel reports
+WARM_UP_NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"language_info": {"name": "python", "pygments_lexer": "ipython3"}},
+    "cells": [
+        {"cell_type": "markdown", "id": "w1", "metadata": {},
+         "source": "# A *title*\n\n$x^2$ and `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |"},
+        {"cell_type": "code", "id": "w2", "metadata": {}, "execution_count": 1,
+         "source": "import torch\nx = torch.ones(2)  # a comment\nprint(f'{x!r}')\n%time x\nassert x.sum() == 3, 'wrong'",
+         "outputs": [
+             {"output_type": "stream", "name": "stdout", "text": "tensor([1., 1.])\n"},
+             {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+              "data": {"text/plain": "2", "text/html": "<b>2</b>"}},
+             {"output_type": "display_data", "metadata": {}, "data": {
+                 "text/plain": "<Figure>", "image/png": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="}},
+             {"output_type": "error", "ename": "AssertionError", "evalue": "wrong",
+              "traceback": ["\x1b[0;31mAssertionError\x1b[0m: wrong"]}]},
+    ],
+}
+
+
+def warm_up() -> None:
+    """Do once, in the batch's own process, what every worker would otherwise do again: import
+    nbformat's schema validators, pygments' lexers (their regular expressions are compiled on
+    first use and kept on the class) and the rest of nbconvert's HTML export, by rendering
+    WARM_UP_NOTEBOOK; and import what the report at the end draws with (matplotlib's Figure and
+    its Agg canvas). The workers are forks of this process and inherit all of it. Nothing is written."""
     import nbformat
     from nbconvert.exporters import HTMLExporter
-    for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}   # as ipykernel reports it
-        HTMLExporter().from_notebook_node(nb)
+    HTMLExporter().from_notebook_node(nbformat.from_dict(WARM_UP_NOTEBOOK))
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 def grade_batch(root, assignment: str, source, settings: Settings | None = None, progress: bool = True) -> list[dict]:
@@ -681,7 +731,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     source_nbs = {p.stem: json.loads(p.read_text()) for p in sorted(source_dir.glob("*.ipynb"))}
     if not source_nbs:
         raise ValueError(f"no notebooks in {source_dir}")
-    template = launch_template(settings)   # imports while the submissions are read and checked
+    template = launch_template(settings, sorted(source_dir.glob("*.ipynb")))   # imports while the batch is planned
     try:
         found = subs.collect(source, list(source_nbs), assignment)
         cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
@@ -708,9 +758,11 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                 run_on_cluster(settings.scheduler, root, assignment, settings, url, out / "logs", todo, finish, stop)
             else:
                 if todo:
-                    warm_up(sorted(source_dir.glob("*.ipynb")))
+                    warm_up()
+                    gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
                 _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
         finally:
+            gc.unfreeze()
             bar.close()
             stop.restore()
     finally:

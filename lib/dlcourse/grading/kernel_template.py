@@ -1,5 +1,6 @@
-"""The kernel template: one process per batch that imports torch, ipykernel and the dlcourse
-package once; every grading kernel of the batch is a fork of it, moved into its own sandbox.
+"""The kernel template: one process per batch that imports torch, ipykernel and what the
+assignment's notebooks import once; every grading kernel of the batch is a fork of it, moved
+into its own sandbox.
 
 A fresh kernel spends most of a small submission's time before the student's first line runs:
 starting Python and ipykernel, importing torch and the course's modules. A fork of a process
@@ -26,6 +27,7 @@ nothing of any student (a request carries paths and numbers; the fork reads the 
 Where any step fails, the kernel manager starts that kernel afresh, as without a template.
 """
 import ctypes
+import gc
 import json
 import os
 import select
@@ -65,9 +67,12 @@ class KernelTemplate:
     is planned), `wait_ready()`, then kernel managers fork from `socket_path`; `stop()` at the end.
     Its socket lies in a folder of its own that only root may enter."""
 
-    def __init__(self):
+    def __init__(self, modules: list[str] | None = None):
+        """modules: what to import besides PRELOAD (`notebook_imports` of the assignment's
+        notebooks); None: every plain module of dlcourse."""
         self.folder = Path(tempfile.mkdtemp(prefix="dlg-template-"))   # 0700
         self.socket_path = self.folder / "template.sock"
+        self.modules = modules
         self.process = None
 
     def launch(self) -> None:
@@ -78,7 +83,8 @@ class KernelTemplate:
         env.update(HOME=str(home), MPLCONFIGDIR=str(home / ".matplotlib"), MPLBACKEND="agg",
                    IPYTHONDIR=str(home / ".ipython"))
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "dlcourse.grading.kernel_template", str(self.socket_path), str(os.getpid())],
+            [sys.executable, "-I", "-m", "dlcourse.grading.kernel_template", str(self.socket_path), str(os.getpid()),
+             json.dumps(self.modules)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=str(home))
 
@@ -171,20 +177,46 @@ def _descendants(root: int) -> list[int]:
 
 
 # ------------------------------------------------------------------ the template process
-def preload() -> None:
-    """Import what every grading kernel imports: numpy, torch, IPython and ipykernel, and the
-    plain modules of dlcourse that notebooks import (all but NOT_PRELOADED)."""
+def notebook_imports(paths) -> list[str]:
+    """The modules that the code cells of these notebooks import (`import a.b`, `from a.b import
+    c`: a.b; relative imports and cells that are not plain Python are left out), sorted."""
+    import ast
+    found = set()
+    for path in paths:
+        for cell in json.loads(Path(path).read_text()).get("cells", []):
+            if cell.get("cell_type") != "code":
+                continue
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:   # IPython syntax (magics, shell escapes)
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    found.add(node.module)
+    return sorted(found)
+
+
+def preload(modules: list[str] | None = None) -> None:
+    """Import what every grading kernel imports: numpy, torch, IPython and ipykernel; then
+    `modules` (what the assignment's notebooks import), or every plain module of dlcourse but
+    NOT_PRELOADED where that is not known. A module that cannot be imported is left out (the
+    kernel then fails on it as a fresh one would)."""
     import importlib
     import pkgutil
     for name in PRELOAD:
         importlib.import_module(name)
-    import dlcourse
-    for info in pkgutil.iter_modules(dlcourse.__path__, "dlcourse."):
-        if not info.ispkg and info.name not in NOT_PRELOADED:
-            try:
-                importlib.import_module(info.name)
-            except Exception:  # noqa: BLE001 -- a module that cannot load here cannot in the kernel either
-                continue
+    if modules is None:
+        import dlcourse
+        modules = [info.name for info in pkgutil.iter_modules(dlcourse.__path__, "dlcourse.")
+                   if not info.ispkg and info.name not in NOT_PRELOADED]
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 -- a module that cannot load here cannot in the kernel either
+            continue
 
 
 def _address_space() -> int:
@@ -194,7 +226,7 @@ def _address_space() -> int:
     return 0
 
 
-def serve(socket_path: str, batch: int) -> None:
+def serve(socket_path: str, batch: int, modules: list[str] | None = None) -> None:
     """The template's loop: one request at a time, each answered by a fork (`_answer`). It dies
     with the batch's process (pid `batch`), even when that one is killed."""
     global preloaded_bytes, preloaded_env
@@ -210,7 +242,8 @@ def serve(socket_path: str, batch: int) -> None:
     server.listen(64)
     print(LISTENING, flush=True)   # the batch starts its workers: their requests wait for preload()
     before, environ = _address_space(), dict(os.environ)
-    preload()
+    preload(modules)
+    gc.freeze()   # every object so far: a fork's collections never walk (and copy) them
     preloaded_env = {k: v for k, v in os.environ.items() if environ.get(k) != v}
     # A fresh kernel maps torch & co. only when the notebook imports them; a fork has them mapped
     # from the start. RLIMIT_AS counts mappings, not memory used (the memory cgroup caps that),
@@ -350,4 +383,4 @@ def _fresh_seeds() -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -46,7 +46,8 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
-from traitlets import Bool, DottedObjectName, Dict, Int, Type, Unicode
+from traitlets import Bool, DottedObjectName, Dict, Int, Type, Unicode, default
+import zmq.asyncio
 
 from dlcourse.grading._kernel_stage import KEEP_ENV
 from dlcourse.grading.cgroups import JOIN
@@ -193,8 +194,19 @@ def clean_environment() -> dict[str, str]:
 
 class SandboxedKernelClient(AsyncKernelClient):
     """jupyter_client's client, ready as soon as the kernel has answered kernel_info on the shell
-    channel and its IOPub has carried that request's 'idle' status (so IOPub is connected), not
-    after 0.2 s of IOPub silence on top (jupyter_client's flush), which every submission paid."""
+    channel and its IOPub is known to be connected: the kernel's welcome to a new subscriber
+    (ipykernel 7, JEP 65) or that request's 'idle' status arrived. Not after 0.2 s of IOPub
+    silence on top (jupyter_client's flush), which every submission paid. Its sockets retry a
+    connection every RECONNECT_MS, not every 100 ms (zmq's default): they connect before the
+    kernel has bound its end, and each missed first try cost a submission up to 0.1 s."""
+
+    RECONNECT_MS = 5
+
+    @default("context")
+    def _context_default(self) -> zmq.asyncio.Context:
+        context = super()._context_default()
+        context.setsockopt(zmq.RECONNECT_IVL, self.RECONNECT_MS)   # default for the sockets made from it
+        return context
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
@@ -202,10 +214,11 @@ class SandboxedKernelClient(AsyncKernelClient):
         while True:
             asked.add(self.kernel_info())
             reply = await self._next(self.shell_channel, seconds=1, wanted=lambda m: m["parent_header"].get("msg_id") in asked)
-            # an 'idle' on IOPub proves IOPub connected; a subscription made too late missed it: ask again
+            # a welcome or an 'idle' on IOPub proves IOPub connected; without either (a kernel
+            # without welcomes whose subscription came too late for the idle) ask again
             if reply is not None and await self._next(self.iopub_channel, seconds=0.2, wanted=lambda m: (
-                    m["msg_type"] == "status" and m["parent_header"].get("msg_id") in asked
-                    and m["content"].get("execution_state") == "idle")):
+                    m["msg_type"] == "iopub_welcome" or m["msg_type"] == "status"
+                    and m["parent_header"].get("msg_id") in asked and m["content"].get("execution_state") == "idle")):
                 self._handle_kernel_info_reply(reply)
                 return
             if not await self._async_is_alive():

@@ -1,0 +1,133 @@
+"""What makes a batch fast, each tested as a behaviour that the slower code lacked (no timing:
+the benchmark, benchmarks/grade_benchmark.py, measures the time):
+
+- the kernel client's sockets retry a connection every few milliseconds, not every 100 ms: they
+  connect before the kernel has bound its end;
+- the client is ready once the kernel has answered kernel_info and welcomed its IOPub
+  subscription (ipykernel 7), and asks again when neither a welcome nor the request's 'idle'
+  came (a subscription that missed them);
+- the kernel template imports what the assignment's notebooks import (`notebook_imports`);
+- a grading worker's Gradebooks share one SQLAlchemy engine per database.
+"""
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from queue import Empty
+
+import nbformat
+import zmq
+
+from dlcourse.grading.kernel_template import notebook_imports
+from dlcourse.grading.sandbox import SandboxedKernelClient
+
+
+def test_the_client_retries_its_connections_every_few_milliseconds():
+    kc = SandboxedKernelClient(transport="ipc", ip="/nonexistent/k", shell_port=1)
+    sock = kc.connect_shell()
+    try:
+        assert sock.getsockopt(zmq.RECONNECT_IVL) == SandboxedKernelClient.RECONNECT_MS <= 10
+    finally:
+        sock.close(linger=0)
+        kc.context.term()
+
+
+class FakeChannel:
+    """A channel that hands out the queued messages, then waits out the timeout (Empty)."""
+
+    def __init__(self, messages):
+        self.messages = list(messages)
+
+    async def get_msg(self, timeout=None):
+        if self.messages:
+            return self.messages.pop(0)
+        await asyncio.sleep(timeout or 0)
+        raise Empty
+
+
+class FakeClient(SandboxedKernelClient):
+    """The real wait_for_ready over fake channels; iopub(asked) gives the IOPub messages."""
+
+    def __init__(self, iopub):
+        super().__init__()
+        self.asked, self.iopub = [], iopub
+        self._shell_channel = FakeChannel([])
+        self._iopub_channel = FakeChannel([])
+
+    def kernel_info(self):
+        msg_id = f"info-{len(self.asked)}"
+        self.asked.append(msg_id)
+        self._shell_channel.messages.append({"parent_header": {"msg_id": msg_id}, "msg_type": "kernel_info_reply",
+                                             "content": {"status": "ok", "protocol_version": "5.4"}})
+        self._iopub_channel.messages += self.iopub(msg_id)
+        return msg_id
+
+    async def _async_is_alive(self):
+        return True
+
+
+def idle(msg_id):
+    return {"msg_type": "status", "parent_header": {"msg_id": msg_id}, "content": {"execution_state": "idle"}}
+
+
+WELCOME = {"msg_type": "iopub_welcome", "parent_header": {}, "content": {"subscription": ""}}
+
+
+def ready(kc) -> float:
+    start = time.monotonic()
+    asyncio.run(kc.wait_for_ready(timeout=10))
+    return time.monotonic() - start
+
+
+def test_the_client_is_ready_on_the_kernels_welcome_without_waiting_for_an_idle():
+    kc = FakeClient(lambda msg_id: [WELCOME] if msg_id == "info-0" else [])
+    assert ready(kc) < 0.15   # not the 0.2 s wait for an idle that never comes
+    assert kc.asked == ["info-0"]
+
+
+def test_the_client_is_ready_on_its_requests_idle_from_a_kernel_without_welcomes():
+    kc = FakeClient(lambda msg_id: [idle(msg_id)])
+    ready(kc)
+    assert kc.asked == ["info-0"]
+
+
+def test_the_client_asks_again_when_iopub_proved_nothing():
+    """A subscription that came too late saw neither the welcome nor the idle of the first
+    request (nor anything that is not about our requests): ask again, ready on the second."""
+    stranger = {"msg_type": "status", "parent_header": {"msg_id": "someone-else"}, "content": {"execution_state": "idle"}}
+    kc = FakeClient(lambda msg_id: [stranger] if msg_id == "info-0" else [idle(msg_id)])
+    ready(kc)
+    assert kc.asked == ["info-0", "info-1"]
+
+
+def test_notebook_imports_lists_what_the_code_cells_import(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("import markdown_is_not_code"),
+        nbformat.v4.new_code_cell("import torch\nimport numpy as np, os.path\nfrom dlcourse.conv import corr2d\n"
+                                  "def f():\n    import json\n    from . import relative\n"),
+        nbformat.v4.new_code_cell("%matplotlib inline\nimport not_plain_python"),   # IPython syntax: skipped
+        nbformat.v4.new_code_cell("from torch.nn import functional as F")])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert notebook_imports([path]) == ["dlcourse.conv", "json", "numpy", "os.path", "torch", "torch.nn"]
+
+
+def test_a_workers_gradebooks_share_one_engine_per_database(tmp_path, monkeypatch):
+    import nbgrader.api
+    from nbgrader.api import Gradebook
+
+    from dlcourse.grading.batch import _one_engine_per_database
+    monkeypatch.setattr(nbgrader.api, "create_engine", nbgrader.api.create_engine)   # put back afterwards
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))  # alembic
+    _one_engine_per_database()
+    url, other = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    with Gradebook(url, "course") as gb:
+        gb.add_student("ada")
+        first = gb.engine
+    with Gradebook(url, "course") as gb:   # after the first one was closed (its engine disposed)
+        assert gb.engine is first
+        assert [s.id for s in gb.students] == ["ada"]
+    with Gradebook(other, "course") as gb:
+        assert gb.engine is not first
+        assert gb.students == []
