@@ -49,12 +49,25 @@ def default_cell_timeout() -> int:
     return int(os.environ.get("DLCOURSE_CELL_TIMEOUT", "300"))
 
 
+def default_workers() -> int:
+    """One grading worker per core and one more (a worker waits for its kernel and for the
+    gradebook part of the time: with one per core a core would idle then), but no more than one
+    per 2 GB of memory (a kernel of a course notebook uses a few hundred MB; torch's pages are
+    shared with the kernel template)."""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        pages = 0
+    by_memory = pages // 2**31 if pages else 2
+    return max(1, min((os.cpu_count() or 1) + 1, by_memory))
+
+
 @dataclass
 class Settings:
     """How a batch is graded; the CLI's defaults are these (one place for every default)."""
     cell_timeout: int = field(default_factory=default_cell_timeout)
     budget: int = 1800          # wall-clock seconds for one whole submission
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     sandbox: bool = True
     limits: Limits = field(default_factory=Limits)
     db_url: str | None = None   # default: nbgrader_config.py's (sqlite gradebook.db)
@@ -381,9 +394,10 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def _scores(url: str, assignment: str, student: str) -> dict:
-    from nbgrader.api import Gradebook
-    with Gradebook(url, "dlcourse") as gb:
+def _scores(gb, assignment: str, student: str) -> dict:
+    """The student's scores from the batch's Gradebook `gb` (closed again afterwards: no
+    connection stays open, nor a read that would hold up the workers' writes)."""
+    try:
         sub = gb.find_submission(assignment, student)
         parts, pending = {}, []
         for nb in sub.notebooks:
@@ -394,6 +408,8 @@ def _scores(url: str, assignment: str, student: str) -> dict:
         penalty = sub.late_submission_penalty or 0  # set by the LateSubmissionPlugin in nbgrader_config.py
         return {"score": max(0.0, sub.score - penalty), "max_score": sub.max_score, "parts": parts,
                 "pending": sorted(pending), "late": bool(sub.total_seconds_late and sub.total_seconds_late > 0)}
+    finally:
+        gb.close()   # the session and the pooled connections; the engine (and its compiled SQL) stays
 
 
 def _store(root: Path, assignment: str, student: str, files: dict[str, bytes], timestamp: str | None) -> None:
@@ -494,9 +510,11 @@ class _Runner:
     """Runs jobs in `settings.workers` slots: start, watch (budget, memory cap), release, finish."""
 
     def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork",
-                 template=None):
+                 template=None, when_all_started=None):
         """done(job, outcome): called once per job with its final Outcome (`_Finisher` or a Dask task's);
-        template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None."""
+        template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None;
+        when_all_started(): called once when no job waits for a slot any more (work for a core
+        that would soon idle)."""
         import multiprocessing
         self.root, self.assignment, self.settings, self.url, self.logs = root, assignment, settings, url, logs
         self.done = done
@@ -510,6 +528,7 @@ class _Runner:
         self.running: dict[int, Job] = {}
         self.warned = False
         self.template = template
+        self.when_all_started = when_all_started
 
     def _wait_for_template(self) -> None:
         if self.template is not None:
@@ -548,6 +567,9 @@ class _Runner:
                     self._start(todo.pop(0), self.free.pop(0))
                 for job, outcome in finished:
                     self.done(job, outcome)
+                if not todo and self.when_all_started is not None:
+                    self.when_all_started()
+                    self.when_all_started = None
         finally:
             for job in list(self.running.values()):
                 self._release(job)
@@ -642,14 +664,14 @@ class _Finisher:
     """Scores (or a Failure's reason) into the student's row, saved to state.json at once."""
     root: Path
     assignment: str
-    url: str
+    gradebook: object   # the batch's own nbgrader Gradebook (`_scores` closes it after each read)
     save: object
     bar: object
 
     def __call__(self, job: Job, outcome: "Outcome", worker: str = "local") -> None:
         row = job.row
         if outcome.success:
-            row.update(_scores(self.url, self.assignment, job.student))
+            row.update(_scores(self.gradebook, self.assignment, job.student))
             row["status"] = "late" if row.pop("late") else "graded"
             row["flags"] = sorted(set(row["flags"]) | set(outcome.integrity))
             row["notes"] += _cell_notes(self.root, self.assignment, job.student)
@@ -703,17 +725,23 @@ def warm_up() -> None:
     """Do once, in the batch's own process, what every worker would otherwise do again: import
     nbformat's schema validators, pygments' lexers (their regular expressions are compiled on
     first use and kept on the class) and the rest of nbconvert's HTML export, by rendering
-    WARM_UP_NOTEBOOK; and import what the report at the end draws with (matplotlib's Figure and
-    its Agg canvas). The workers are forks of this process and inherit all of it. Nothing is written."""
+    WARM_UP_NOTEBOOK. The workers are forks of this process and inherit all of it. Nothing is
+    written."""
     import nbformat
     from nbconvert.exporters import HTMLExporter
     HTMLExporter().from_notebook_node(nbformat.from_dict(WARM_UP_NOTEBOOK))
+
+
+def import_report_modules() -> None:
+    """What the report draws with (matplotlib's Figure and its Agg canvas): imported while the
+    last submissions are graded (`_Runner`'s when_all_started), not after them."""
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
 
 
 def grade_batch(root, assignment: str, source, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """Grade every submission in `source` (zip or folder); returns the rows written to grades.csv."""
+    from nbgrader.api import Gradebook
     from tqdm.auto import tqdm
 
     from dlcourse.grading.report import write_outputs
@@ -735,6 +763,8 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     try:
         found = subs.collect(source, list(source_nbs), assignment)
         cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
+        gradebook = Gradebook(url, "dlcourse")   # one for the batch's reads: its SQL is compiled once
+        gradebook.close()   # no connection open when the workers are forked (each read opens one)
 
         state_path = out / "state.json"
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -751,7 +781,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
             template = None
         bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
         stop = _catch_stop_signals()
-        finish = _Finisher(root, assignment, url, save, bar)
+        finish = _Finisher(root, assignment, gradebook, save, bar)
         try:
             if settings.scheduler:
                 from dlcourse.grading.cluster import run_on_cluster
@@ -760,7 +790,8 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                 if todo:
                     warm_up()
                     gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
-                _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
+                _Runner(root, assignment, settings, url, out / "logs", finish, template=template,
+                        when_all_started=import_report_modules).run(todo, stop)
         finally:
             gc.unfreeze()
             bar.close()
@@ -772,10 +803,10 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     rows = [dict(state[s], student=s) for s in sorted(state) if s in found]
     for row in rows:  # scores as the gradebook has them now: manual grades given since the last run count
         if row.get("status") in ("graded", "late"):
-            fresh = _scores(url, assignment, row["student"])
+            fresh = _scores(gradebook, assignment, row["student"])
             fresh.pop("late")
             row.update(fresh)
-    write_outputs(out, assignment, rows, _part_maxima(url, assignment), sandboxed=settings.sandbox)
+    write_outputs(out, assignment, rows, _part_maxima(gradebook, assignment), sandboxed=settings.sandbox)
     return rows
 
 
@@ -814,10 +845,11 @@ def _cell_notes(root: Path, assignment: str, student: str) -> list[str]:
     return notes
 
 
-def _part_maxima(url: str, assignment: str) -> dict:
-    from nbgrader.api import Gradebook
-    with Gradebook(url, "dlcourse") as gb:
+def _part_maxima(gb, assignment: str) -> dict:
+    try:
         return {g.name: g.max_score for nb in gb.find_assignment(assignment).notebooks for g in nb.grade_cells}
+    finally:
+        gb.close()
 
 
 def parse_time(text: str) -> str:
