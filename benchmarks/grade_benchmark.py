@@ -10,7 +10,7 @@ start, imports, execution, nbgrader's bookkeeping, feedback; means over the grad
 and the peak memory of a grading worker and of its kernel. As root the kernels are forked from
 the batch's kernel template, as `make grade` does (`--no-fork-kernels`: fresh ones): the first
 ones wait for its imports (in their kernel start), the median shows a submission's time once it
-is ready. `--mix` grades a mixed class instead (correct, wrong, untouched, hostile: endless loop,
+is ready. Also compares every feedback file with stock nbgrader's, byte for byte. `--mix` grades a mixed class instead (correct, wrong, untouched, hostile: endless loop,
 os._exit, an AST transformer deleting asserts).
 Not a test: the numbers depend on the machine and on its load.
 """
@@ -81,8 +81,8 @@ def gradebook_scores(root: Path, students) -> dict:
     return out
 
 
-def stock(tmp: Path, folder: Path, cell_timeout: int) -> tuple[float, dict]:
-    """(seconds, {student: score}) of stock nbgrader: autograde, then generate_feedback."""
+def stock(tmp: Path, folder: Path, cell_timeout: int) -> tuple[float, dict, Path]:
+    """(seconds, {student: score}, course folder) of stock nbgrader: autograde, then generate_feedback."""
     course = fresh_course(tmp / "stock")
     shutil.copytree(folder, course.path("submitted"), dirs_exist_ok=True)
     for student in os.listdir(folder):  # nbgrader's layout: submitted/<student>/<assignment>/<notebook>.ipynb
@@ -94,14 +94,33 @@ def stock(tmp: Path, folder: Path, cell_timeout: int) -> tuple[float, dict]:
     course.autograde(ASSIGNMENT, cell_timeout=cell_timeout)
     course.feedback(ASSIGNMENT)
     elapsed = time.monotonic() - start
-    return elapsed, gradebook_scores(course.root, os.listdir(folder))
+    return elapsed, gradebook_scores(course.root, os.listdir(folder)), course.root
 
 
-def ours(tmp: Path, folder: Path, settings: Settings) -> tuple[float, list[dict]]:
+def ours(tmp: Path, folder: Path, settings: Settings) -> tuple[float, list[dict], Path]:
     course = fresh_course(tmp / "ours")
     start = time.monotonic()
     rows = grade_batch(course.root, ASSIGNMENT, folder, settings, progress=False)
-    return time.monotonic() - start, rows
+    return time.monotonic() - start, rows, course.root
+
+
+def feedback_differs(stock_root: Path, our_root: Path, students) -> dict:
+    """{student: what differs} where the feedback HTML is not byte for byte the same in both
+    courses: the cells (grade id, else index) whose prompt number or outputs differ in the
+    autograded notebooks, or 'missing'."""
+    differ = {}
+    for s in sorted(students):
+        a, b = (root / "feedback" / s / ASSIGNMENT / f"{NOTEBOOK}.html" for root in (stock_root, our_root))
+        if a.exists() and b.exists() and a.read_bytes() == b.read_bytes():
+            continue
+        if not (a.exists() and b.exists()):
+            differ[s] = ["(no feedback file)"]
+            continue
+        cells = [nbformat.read(root / "autograded" / s / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4).cells
+                 for root in (stock_root, our_root)]
+        differ[s] = [c.metadata.get("nbgrader", {}).get("grade_id", str(i)) for i, (c, d) in enumerate(zip(*cells))
+                     if (c.get("execution_count"), c.get("outputs")) != (d.get("execution_count"), d.get("outputs"))]
+    return differ
 
 
 def stage_table(rows: list[dict]) -> str:
@@ -135,9 +154,10 @@ def main() -> None:
         seed = fresh_course(tmp / "seed")
         folder = tmp / "subs"
         write_class(seed, folder, args.count, args.mix)
-        t_stock, stock_scores = stock(tmp, folder, args.cell_timeout)
+        t_stock, stock_scores, stock_root = stock(tmp, folder, args.cell_timeout)
         settings = Settings(cell_timeout=args.cell_timeout, workers=args.workers, fork_kernels=args.fork_kernels)
-        t_ours, rows = ours(tmp, folder, settings)
+        t_ours, rows, our_root = ours(tmp, folder, settings)
+        feedback = feedback_differs(stock_root, our_root, os.listdir(folder))
     n = args.count
     print(f"stock nbgrader (autograde + generate_feedback, sequential, no sandbox): {t_stock:.1f} s = "
           f"{n / t_stock * 60:.1f} per minute ({t_stock / n:.2f} s per submission)")
@@ -148,6 +168,9 @@ def main() -> None:
     mine = {r["student"]: (r.get("score") if r["status"] != "failed" else None) for r in rows}
     differ = {s: (stock_scores.get(s), mine.get(s)) for s in mine if stock_scores.get(s) != mine.get(s)}
     print("scores: identical to stock nbgrader" if not differ else f"scores differ (stock, ours): {differ}")
+    print(f"feedback: byte for byte identical to stock nbgrader's for all {n}" if not feedback else
+          f"feedback: identical to stock nbgrader's for {n - len(feedback)} of {n}; differs in the cells "
+          f"{sorted(set(str(c) for cells in feedback.values() for c in cells))} of {len(feedback)}")
     print(stage_table(rows))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

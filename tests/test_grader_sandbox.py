@@ -336,3 +336,13 @@ def test_the_batch_forked_its_kernels_from_the_template(batch):
     first = {s: logs / f"{s}.forked.log" if (logs / f"{s}.forked.log").exists() else logs / f"{s}.log" for s in rows}
     forked = {s for s, log in first.items() if FORKED in log.read_text()}
     assert forked == set(rows), f"not forked from the template: {sorted(set(rows) - forked)}"
+
+
+def test_the_graders_hidden_first_cell_takes_no_prompt_number(batch):
+    """The integrity baseline runs before the student's first cell without a number of its own:
+    the autograded notebook (and the feedback) count the student's cells from In [1], as stock
+    nbgrader does."""
+    course, planted, rows = batch
+    nb = course.read("autograded", "alice", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), counts
