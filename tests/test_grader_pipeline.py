@@ -18,6 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fixtures.tiny_assignment import ASSIGNMENT, MANUAL, NOTEBOOK, POINTS
 from nbgrader_harness import Course, solved, tiny_course
@@ -234,15 +236,62 @@ def test_concurrent_batches_never_share_a_kernel_uid():
     assert again == first, "uids are free again once their batch has ended"
 
 
-def test_report_leaves_the_callers_matplotlib_backend_alone_and_escapes_names(tmp_path):
-    import matplotlib
-    before = matplotlib.get_backend()
-    rows = [dict(row("<script>a</script>", 2), flags=["builtins"]),
-            {"student": "e", "status": "failed", "reason": "<b>bad</b> & worse", "flags": []}]
-    write_outputs(tmp_path, ASSIGNMENT, rows, MAXIMA)
-    assert matplotlib.get_backend() == before, "the report must not switch the backend of a notebook that imported it"
+def test_report_escapes_names_and_draws_its_charts_without_matplotlib(tmp_path):
+    """No matplotlib (its import would cost a batch more than the whole report; nor does the
+    report touch the backend of a notebook that imported it): two PNG charts of SIZE, embedded."""
+    code = f"""
+import sys
+from pathlib import Path
+from dlcourse.grading.report import write_outputs
+rows = [dict(student="<script>a</script>", status="graded", score=2.0, max_score=4.0, parts={{}}, flags=["builtins"]),
+        dict(student="e", status="failed", reason="<b>bad</b> & worse", flags=[])]
+write_outputs(Path({str(tmp_path)!r}), "ps_x", rows, {{"test_a": 2.0, "test_b": 2.0}})
+print("matplotlib" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", "the report imported matplotlib"
     page = (tmp_path / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;bad&lt;/b&gt; &amp; worse" in page
+    from PIL import Image
+
+    from dlcourse.grading.charts import SIZE
+    for name in ("histogram.png", "failing_tests.png"):
+        with Image.open(tmp_path / name) as image:
+            assert (image.format, image.size) == ("PNG", SIZE)
+    assert page.count('src="data:image/png;base64,') == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=-20, max_value=120, allow_nan=False), max_size=40),
+       st.integers(min_value=1, max_value=12))
+def test_histogram_counts_as_numpy_does(values, bins):
+    import numpy as np
+
+    from dlcourse.grading.charts import histogram_counts
+    expected, _ = np.histogram(values, bins=bins, range=(0, 100))
+    assert histogram_counts(values, bins, 0, 100) == expected.tolist()
+
+
+def test_the_charts_draw_each_bar_where_its_value_says():
+    """Taller bins and longer bars for bigger values, in the right place."""
+    from PIL import Image
+
+    from dlcourse.grading.charts import BLUE, RED, bars_png, histogram_png
+    hist = Image.open(io.BytesIO(histogram_png([95.0, 96.0, 15.0], "t", "x", "y")))
+    blue = [(x, y) for x in range(hist.width) for y in range(hist.height) if hist.getpixel((x, y)) == BLUE]
+    xs = sorted({x for x, _ in blue})
+    left_bin = [y for x, y in blue if x < hist.width / 2]
+    right_bin = [y for x, y in blue if x > hist.width / 2]
+    assert min(right_bin) < min(left_bin), "two students in the 90s, one in the 10s: the right bar is taller"
+    assert xs[0] > hist.width * 0.15 and xs[-1] > hist.width * 0.85   # the 0-10 bin is empty, the 90-100 one is not
+    bars = Image.open(io.BytesIO(bars_png({"full": 1.0, "none": 0.0, "half": 0.5}, "t", "x")))
+    red_rows = {}
+    for y in range(bars.height):
+        reds = [x for x in range(bars.width) if bars.getpixel((x, y)) == RED]
+        if reds:
+            red_rows[y] = max(reds) - min(reds)
+    widths = sorted(set(red_rows.values()))
+    assert len(widths) == 2 and abs(widths[1] - 2 * widths[0]) <= 2, widths   # 1.0 twice as long as 0.5, 0.0 none
 
 
 def test_cli_defaults_come_from_the_settings(monkeypatch):

@@ -510,11 +510,9 @@ class _Runner:
     """Runs jobs in `settings.workers` slots: start, watch (budget, memory cap), release, finish."""
 
     def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork",
-                 template=None, when_all_started=None):
+                 template=None):
         """done(job, outcome): called once per job with its final Outcome (`_Finisher` or a Dask task's);
-        template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None;
-        when_all_started(): called once when no job waits for a slot any more (work for a core
-        that would soon idle)."""
+        template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None."""
         import multiprocessing
         self.root, self.assignment, self.settings, self.url, self.logs = root, assignment, settings, url, logs
         self.done = done
@@ -528,7 +526,6 @@ class _Runner:
         self.running: dict[int, Job] = {}
         self.warned = False
         self.template = template
-        self.when_all_started = when_all_started
 
     def _wait_for_template(self) -> None:
         if self.template is not None:
@@ -567,9 +564,6 @@ class _Runner:
                     self._start(todo.pop(0), self.free.pop(0))
                 for job, outcome in finished:
                     self.done(job, outcome)
-                if not todo and self.when_all_started is not None:
-                    self.when_all_started()
-                    self.when_all_started = None
         finally:
             for job in list(self.running.values()):
                 self._release(job)
@@ -732,13 +726,6 @@ def warm_up() -> None:
     HTMLExporter().from_notebook_node(nbformat.from_dict(WARM_UP_NOTEBOOK))
 
 
-def import_report_modules() -> None:
-    """What the report draws with (matplotlib's Figure and its Agg canvas): imported while the
-    last submissions are graded (`_Runner`'s when_all_started), not after them."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-
 def grade_batch(root, assignment: str, source, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """Grade every submission in `source` (zip or folder); returns the rows written to grades.csv."""
     from nbgrader.api import Gradebook
@@ -790,8 +777,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                 if todo:
                     warm_up()
                     gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
-                _Runner(root, assignment, settings, url, out / "logs", finish, template=template,
-                        when_all_started=import_report_modules).run(todo, stop)
+                _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
         finally:
             gc.unfreeze()
             bar.close()

@@ -51,6 +51,7 @@ PRELOAD = ("numpy", "numpy.random", "torch", "IPython", "ipykernel.kernelapp", "
            "faulthandler", "dlcourse.grading._kernel_stage")
 NOT_PRELOADED = ("dlcourse.notebooks", "dlcourse.hub")
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
+PRIORITY = -10   # the template's nice value (root): its imports come before the workers' own work
 LISTENING, READY = "kernel template listening", "kernel template ready"
 FORKED = "[grader] this kernel is a fork of the batch's kernel template"
 preloaded_bytes = 0   # address space that preload() added: a fork's RLIMIT_AS is raised by as much
@@ -87,6 +88,10 @@ class KernelTemplate:
              json.dumps(self.modules)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=str(home))
+        try:   # the batch's first kernels wait for its imports: let it go first (its forks go back to 0)
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, PRIORITY)
+        except OSError:
+            pass
 
     def wait_ready(self, timeout: float = 180, until: str = READY) -> str:
         """'' once the template has imported everything (until=LISTENING: once its socket takes
@@ -280,6 +285,7 @@ def _answer(conn, request: dict, log_fd: int) -> None:
     """In the template's fork: enter the sandbox, fork the kernel into its PID namespace, reply."""
     status = 1
     try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)   # the template's own priority is not the kernel's
         kernel = _enter_sandbox(request)
         if kernel == 0:
             conn.close()

@@ -12,7 +12,6 @@ percentage (score over the points graded so far) until someone grades it in form
 """
 import base64
 import csv
-import io
 from pathlib import Path
 
 
@@ -45,19 +44,6 @@ def percent(row: dict, maxima: dict) -> float | None:
     """Score as a percentage of the points graded so far (pending manual parts are left out)."""
     graded_max = row["max_score"] - sum(maxima.get(p, 0) for p in row.get("pending", ()))
     return row["score"] / graded_max * 100 if graded_max > 0 else None
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _figure():
-    """A figure drawn with matplotlib's object API: no pyplot, so the caller's backend is left alone."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(5, 3))
-    return fig, fig.add_subplot()
 
 
 UNSANDBOXED = "graded WITHOUT a sandbox: student code ran with the grader's file access"
@@ -100,24 +86,19 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
     """grades.csv, histogram.png, failing_tests.png and report.html in `out`."""
     import jinja2
 
+    from dlcourse.grading.charts import bars_png, histogram_png
+
     out = Path(out)
     write_csv(out / "grades.csv", rows, list(maxima))
 
     scores = [pc for pc in (percent(r, maxima) for r in rows if is_graded(r)) if pc is not None]
-    fig, ax = _figure()
-    ax.hist(scores, bins=10, range=(0, 100), color="tab:blue")
-    ax.set(xlabel="score (% of the points graded so far)", ylabel="students", title=f"{assignment}: grades")
-    fig.tight_layout()
-    hist = _png(fig)
+    hist = histogram_png(scores, title=f"{assignment}: grades", xlabel="score (% of the points graded so far)",
+                         ylabel="students")
     (out / "histogram.png").write_bytes(hist)
 
     fractions = failing_fractions(rows, maxima)
     awaiting = awaiting_counts(rows, maxima)
-    fig, ax = _figure()
-    ax.barh(list(fractions), list(fractions.values()), color="tab:red")
-    ax.set(xlim=(0, 1), xlabel="fraction of graded students failing", title=f"{assignment}: tests")
-    fig.tight_layout()
-    fails = _png(fig)
+    fails = bars_png(fractions, title=f"{assignment}: tests", xlabel="fraction of graded students failing")
     (out / "failing_tests.png").write_bytes(fails)
 
     counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "late", "failed")}
