@@ -34,6 +34,29 @@ def test_cached_templates_give_the_same_html(tmp_path):
     assert second == stock
 
 
+def test_remembered_highlights_give_the_same_html(monkeypatch):
+    """Code highlighted ahead (remember_highlights, in the batch's process) is not highlighted
+    again, and the HTML is byte for byte nbconvert's; another lexer is not taken from memory."""
+    from nbconvert.filters.highlight import Highlight2HTML
+
+    from dlcourse.grading import feedback
+    monkeypatch.setattr(feedback, "HIGHLIGHTED", {})
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}   # as the kernel reports it
+    stock, _ = HTMLExporter(config=config()).from_notebook_node(nb)
+    feedback.remember_highlights([NOTEBOOK])
+    calls = []
+    highlight = Highlight2HTML.__call__
+    monkeypatch.setattr(Highlight2HTML, "__call__", lambda self, *a, **k: calls.append(a) or highlight(self, *a, **k))
+    ours, _ = FeedbackExporter(config=config()).from_notebook_node(nb)
+    assert ours == stock
+    assert calls == [], f"{len(calls)} cells were highlighted again"
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "python3"}
+    stock, _ = HTMLExporter(config=config()).from_notebook_node(nb)
+    assert FeedbackExporter(config=config()).from_notebook_node(nb)[0] == stock
+    assert len(calls) == sum(c.cell_type == "code" for c in nb.cells) * 2   # stock's and ours: nothing from memory
+
+
 def test_without_a_folder_nothing_is_cached():
     exporter = FeedbackExporter(config=config())
     assert exporter.environment.bytecode_cache is None

@@ -36,7 +36,7 @@ from typing import TypedDict
 from dlcourse.grading import submissions as subs
 from dlcourse.grading.integrity import static_scan
 from dlcourse.grading.cgroups import MemoryCap
-from dlcourse.grading.feedback import FeedbackExporter
+from dlcourse.grading.feedback import FeedbackExporter, remember_highlights
 from dlcourse.grading.sandbox import FIRST_UID, Limits, check_bwrap, private_tmpfs
 
 
@@ -776,6 +776,8 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
             else:
                 if todo:
                     warm_up()
+                    release = root / str(cfg.CourseDirectory.get("release_directory", "release")) / assignment
+                    remember_highlights(sorted(release.glob("*.ipynb")))   # what every student's copy shares
                     gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
                 _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
         finally:
