@@ -131,3 +131,7 @@ def test_a_workers_gradebooks_share_one_engine_per_database(tmp_path, monkeypatc
     with Gradebook(other, "course") as gb:
         assert gb.engine is not first
         assert gb.students == []
+    _one_engine_per_database()   # a worker's call, after its fork: the engines it inherited stay in use
+    with Gradebook(url, "course") as gb:
+        assert gb.engine is first
+        assert [s.id for s in gb.students] == ["ada"]

@@ -273,12 +273,18 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
 
 
 def _one_engine_per_database() -> None:
-    """In a worker: nbgrader opens a Gradebook for every step of a student's grading (the
-    submission, each preprocessor, the feedback), and each made a new SQLAlchemy engine that
-    compiled the same SQL again. Here they share one engine per database URL, and with it the
-    compiled statements; Gradebook.close() still gives back its connections (engine.dispose())."""
+    """nbgrader opens a Gradebook for every step of a student's grading (the submission, each
+    preprocessor, the feedback), and each made a new SQLAlchemy engine that compiled the same
+    SQL again. From here on, in this process and its forks (the workers), they share one engine
+    per database URL, and with it the compiled statements; Gradebook.close() still gives back
+    its connections (engine.dispose()), so no connection is open when a worker is forked, and
+    the worker's own call drops any that might be (dispose(close=False))."""
     import nbgrader.api
     from sqlalchemy import create_engine
+    if getattr(nbgrader.api.create_engine, "shared", False):
+        for engine in nbgrader.api.create_engine.engines.values():   # in a fork: never a connection of
+            engine.dispose(close=False)                              # the parent's (SQLAlchemy's own advice)
+        return
     engines = {}
 
     def shared_engine(url, **options):
@@ -287,6 +293,7 @@ def _one_engine_per_database() -> None:
             engines[key] = create_engine(url, **options)
         return engines[key]
 
+    shared_engine.shared, shared_engine.engines = True, engines
     nbgrader.api.create_engine = shared_engine
 
 
@@ -749,6 +756,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     template = launch_template(settings, sorted(source_dir.glob("*.ipynb")))   # imports while the batch is planned
     try:
         found = subs.collect(source, list(source_nbs), assignment)
+        _one_engine_per_database()   # the workers inherit the engines, their SQL compiled by the batch's reads
         cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
         gradebook = Gradebook(url, "dlcourse")   # one for the batch's reads: its SQL is compiled once
         gradebook.close()   # no connection open when the workers are forked (each read opens one)
