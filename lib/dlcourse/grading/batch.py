@@ -777,6 +777,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
         stop = _catch_stop_signals()
         finish = _Finisher(root, assignment, gradebook, save, bar)
+        froze = False
         try:
             if settings.scheduler:
                 from dlcourse.grading.cluster import run_on_cluster
@@ -786,10 +787,12 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                     warm_up()
                     release = root / str(cfg.CourseDirectory.get("release_directory", "release")) / assignment
                     remember_highlights(sorted(release.glob("*.ipynb")))   # what every student's copy shares
+                    froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
                     gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
                 _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
         finally:
-            gc.unfreeze()
+            if froze:
+                gc.unfreeze()
             bar.close()
             stop.restore()
     finally:
