@@ -7,7 +7,9 @@ the benchmark, benchmarks/grade_benchmark.py, measures the time):
   subscription (ipykernel 7), and asks again when neither a welcome nor the request's 'idle'
   came (a subscription that missed them);
 - the kernel template imports what the assignment's notebooks import (`notebook_imports`);
-- a grading worker's Gradebooks share one SQLAlchemy engine per database.
+- a grading worker's Gradebooks share one SQLAlchemy engine per database;
+- nbgrader's cell-metadata checks check their schema against its meta-schema once, and judge
+  every cell as jsonschema.validate does.
 """
 import asyncio
 import os
@@ -135,3 +137,42 @@ def test_a_workers_gradebooks_share_one_engine_per_database(tmp_path, monkeypatc
     with Gradebook(url, "course") as gb:
         assert gb.engine is first
         assert [s.id for s in gb.students] == ["ada"]
+
+
+def _metadata_cases():
+    good = {"schema_version": 3, "grade": True, "solution": False, "locked": True, "points": 2, "grade_id": "a"}
+    return [good, dict(good, points="two"), dict(good, grade="yes"), dict(good, schema_version="3"), {},
+            dict(good, grade_id=None), []]
+
+
+def test_nbgraders_metadata_checks_judge_as_jsonschema_does_and_check_their_schema_once(monkeypatch):
+    import jsonschema
+    import nbgrader.nbgraderformat.common as common
+    from nbgrader.nbgraderformat import MetadataValidator
+
+    from dlcourse.grading.batch import _check_schemas_once, _SchemaCheckedOnce
+    monkeypatch.setattr(common, "jsonschema", jsonschema)   # put back afterwards
+    schema = MetadataValidator().schema
+
+    def outcome(check, instance, schema):
+        try:
+            check(instance, schema)
+        except jsonschema.ValidationError as error:
+            return ("invalid", error.message, list(error.path), list(error.schema_path))
+        return ("valid",)
+
+    checked = []
+    monkeypatch.setattr(jsonschema.Draft4Validator, "check_schema",
+                        classmethod(lambda cls, s, **kw: checked.append(s)))
+    _check_schemas_once()
+    assert isinstance(common.jsonschema, _SchemaCheckedOnce)
+    cases = _metadata_cases()
+    theirs = [outcome(jsonschema.validate, case, schema) for case in cases]
+    checked.clear()
+    ours = [outcome(common.jsonschema.validate, case, schema) for case in cases]
+    assert ours == theirs and {o[0] for o in ours} == {"valid", "invalid"}
+    assert checked == [schema]   # once, for all the cells
+    assert common.jsonschema.ValidationError is jsonschema.ValidationError   # the rest is jsonschema's
+    monkeypatch.undo()
+    with __import__("pytest").raises(jsonschema.SchemaError):   # a schema that is itself wrong still fails
+        _SchemaCheckedOnce().validate({}, {"type": 12})

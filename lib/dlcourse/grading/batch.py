@@ -240,6 +240,7 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     try:
         from nbgrader.apps import NbGraderAPI
         _one_engine_per_database()
+        _check_schemas_once()
         cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs, template_socket,
                                 bytecode_dir)
         os.environ["NBGRADER_EXECUTION"] = "autograde"
@@ -295,6 +296,42 @@ def _one_engine_per_database() -> None:
 
     shared_engine.shared, shared_engine.engines = True, engines
     nbgrader.api.create_engine = shared_engine
+
+
+class _SchemaCheckedOnce:
+    """What nbgrader's cell-metadata checks see as the `jsonschema` module: `validate(instance,
+    schema)` as jsonschema's own (the same validator class, the same best-matching error raised),
+    except that the schema itself is checked against its meta-schema once, not on each of the
+    40 or so cells of each notebook nbgrader reads (that check cost a submission more than the
+    validation). Anything else is jsonschema's."""
+
+    def __init__(self):
+        self.validators = {}   # id(schema) -> (schema, validator): the schema kept, so its id stays its own
+
+    def validate(self, instance, schema, cls=None, *args, **kwargs):
+        import jsonschema
+        if cls is not None or args or kwargs:
+            return jsonschema.validate(instance, schema, cls, *args, **kwargs)
+        known = self.validators.get(id(schema))
+        if known is None or known[0] is not schema:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            known = self.validators[id(schema)] = (schema, cls(schema))
+        error = jsonschema.exceptions.best_match(known[1].iter_errors(instance))
+        if error is not None:
+            raise error
+
+    def __getattr__(self, name):
+        import jsonschema
+        return getattr(jsonschema, name)
+
+
+def _check_schemas_once() -> None:
+    """nbgrader's cell-metadata validation (nbgraderformat.common) uses a _SchemaCheckedOnce, in
+    this process and its forks."""
+    import nbgrader.nbgraderformat.common as common
+    if not isinstance(common.jsonschema, _SchemaCheckedOnce):
+        common.jsonschema = _SchemaCheckedOnce()
 
 
 def _die_with_parent() -> None:
@@ -757,6 +794,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     try:
         found = subs.collect(source, list(source_nbs), assignment)
         _one_engine_per_database()   # the workers inherit the engines, their SQL compiled by the batch's reads
+        _check_schemas_once()
         cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
         gradebook = Gradebook(url, "dlcourse")   # one for the batch's reads: its SQL is compiled once
         gradebook.close()   # no connection open when the workers are forked (each read opens one)
