@@ -47,6 +47,7 @@ print("PROBE" + json.dumps({
     "no_new_privs": status["NoNewPrivs"].strip(), "limits": limits,
     "torch_loaded": "torch" in sys.modules, "history": get_ipython().history_manager.hist_file,
     "nice": os.getpriority(os.PRIO_PROCESS, 0),
+    "threads": __import__("torch").get_num_threads(),
 }))
 '''
 
@@ -130,8 +131,10 @@ def test_a_forked_kernel_is_caged_like_a_fresh_one(template, work):
     fresh, forked = probe(work / "fresh", None), probe(work / "forked", template)
     assert forked["torch_loaded"] and not fresh["torch_loaded"], "the fork must come from the template"
     assert forked["ids"] == fresh["ids"] == [UID, UID, UID, UID, []]
-    for key in ("root", "tmp", "net", "hostname", "caps", "no_new_privs", "env", "history", "sid_is_own", "nice"):
+    for key in ("root", "tmp", "net", "hostname", "caps", "no_new_privs", "env", "history", "sid_is_own", "nice",
+                "threads"):
         assert forked[key] == fresh[key], (key, forked[key], fresh[key])
+    assert forked["threads"] == 1, "one core per grading slot: torch runs one thread (Limits.threads)"
     assert forked["cwd"].endswith("/forked/scratch") and forked["home"] == forked["cwd"]
     assert forked["caps"]["CapEff"] == "0000000000000000" and forked["no_new_privs"] == "1"
     assert forked["inheritable"] == "0000000000000000"   # stricter than bwrap leaves a fresh kernel

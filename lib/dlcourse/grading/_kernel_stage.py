@@ -52,11 +52,16 @@ def write_own_connection(connection: bytes, connection_dir: str) -> str:
     return own_connection
 
 
-def kernel_environment(environ, home: str) -> dict:
-    """KEEP_ENV of `environ`, and the kernel's own folders (all in its scratch folder)."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def kernel_environment(environ, home: str, threads: int = 1) -> dict:
+    """KEEP_ENV of `environ`, the kernel's own folders (all in its scratch folder), and the
+    number of threads that torch (OpenMP) and the BLAS libraries start."""
     env = {k: v for k, v in environ.items() if k in KEEP_ENV}
     env.update(HOME=home, TMPDIR=home, IPYTHONDIR=os.path.join(home, ".ipython"),
                MPLCONFIGDIR=os.path.join(home, ".matplotlib"), MPLBACKEND="agg", PYTHONNOUSERSITE="1")
+    env.update({name: str(threads) for name in THREAD_VARIABLES})
     return env
 
 
@@ -78,7 +83,7 @@ def main(argv: list[str]) -> None:
 
     home = settings["home"]
     own_connection = write_own_connection(connection, settings["connection_dir"])
-    env = kernel_environment(os.environ, home)
+    env = kernel_environment(os.environ, home, settings.get("threads", 1))
     os.chdir(home)
     command = [own_connection if part == connection_file else part for part in command]
     os.execve(command[0], command, env)

@@ -215,6 +215,7 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     km = cfg.SandboxedKernelManager
     km.sandbox, km.scratch, km.connection_dir, km.uid = settings.sandbox, str(scratch), str(conn), uid
     km.limits = settings.limits.rlimits()
+    km.threads = settings.limits.threads
     km.scratch_tmpfs_mb = 0 if quota else settings.limits.scratch_mb
     km.cgroup_procs = cgroup_procs
     km.template_socket = template_socket

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"memory of all of a kernel's processes together, a memory cgroup (default {lim.total_memory_mb})")
     p.add_argument("--scratch-mb", type=int, default=lim.scratch_mb,
                    help=f"size of the tmpfs a kernel may write to (default {lim.scratch_mb})")
+    p.add_argument("--kernel-threads", type=int, default=lim.threads,
+                   help=f"threads of torch and BLAS in each kernel (default {lim.threads}: one core per grading slot)")
     p.add_argument("--processes", type=int, default=lim.processes,
                    help=f"process limit for each kernel's user (default {lim.processes})")
     p.add_argument("--duedate", type=_due_date, help="due date, e.g. '2025-03-01 17:00' (UTC)")
@@ -73,7 +75,8 @@ def main(argv=None) -> int:
                         feedback=not args.no_feedback, scheduler=args.scheduler, fork_kernels=args.fork_kernels,
                         output=Path(args.output).resolve() if args.output else None,
                         limits=Limits(memory_mb=args.memory_mb, processes=args.processes, cpu_seconds=args.cpu_seconds,
-                                      total_memory_mb=args.total_memory_mb, scratch_mb=args.scratch_mb))
+                                      total_memory_mb=args.total_memory_mb, scratch_mb=args.scratch_mb,
+                                      threads=args.kernel_threads))
     if args.cell_timeout is not None:
         settings.cell_timeout = args.cell_timeout
     if args.unsandboxed:

@@ -355,9 +355,11 @@ def _become_kernel(request: dict, log_fd: int) -> None:
         own = write_own_connection(connection, settings["connection_dir"])
         os.chdir(home)
         os.environ.clear()
-        os.environ.update(kernel_environment(request["env"], home))
+        os.environ.update(kernel_environment(request["env"], home, settings.get("threads", 1)))
         os.environ.update(preloaded_env)
         _fresh_seeds()
+        if "torch" in sys.modules:   # read OMP_NUM_THREADS when the template imported it: set as a fresh kernel has it
+            sys.modules["torch"].set_num_threads(settings.get("threads", 1))
         os.write(fifo, b"%d\n" % os.getpid())
         os.close(fifo)
         print(FORKED, flush=True)   # in the student's log: this kernel is a fork of the template

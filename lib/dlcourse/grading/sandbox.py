@@ -72,7 +72,9 @@ class Limits:
 
     memory_mb caps the address space of each process (a MemoryError in the student's code);
     total_memory_mb caps all the kernel's processes together (memory cgroup: the submission is
-    stopped); scratch_mb is the size of the tmpfs holding everything the kernel may write."""
+    stopped); scratch_mb is the size of the tmpfs holding everything the kernel may write;
+    threads is how many threads torch and the BLAS libraries run (a grading slot is one core:
+    more threads only wait for each other, spinning, while the other slots' kernels run)."""
     memory_mb: int = 4096
     processes: int = 64
     cpu_seconds: int = 600
@@ -80,6 +82,7 @@ class Limits:
     open_files: int = 1024
     total_memory_mb: int = 6144
     scratch_mb: int = 512
+    threads: int = 1
 
     def rlimits(self) -> dict:
         return {"RLIMIT_AS": self.memory_mb * 2**20, "RLIMIT_NPROC": self.processes,
@@ -252,6 +255,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     scratch_tmpfs_mb = Int(0, help="mount scratch as a tmpfs of this size in the sandbox (0: bind it)").tag(config=True)
     uid = Int(-1, help="unprivileged uid for the kernel (-1: keep the current one)").tag(config=True)
     limits = Dict(help="resource limits of every kernel process (Limits.rlimits())").tag(config=True)
+    threads = Int(1, help="threads of torch and the BLAS libraries in the kernel (OMP_NUM_THREADS & co.)").tag(config=True)
     cgroup_procs = Unicode("", help="cgroup.procs of the kernel's memory cgroup ('' for none)").tag(config=True)
     template_socket = Unicode("", help="socket of a kernel template (kernel_template.py) to fork the kernel "
                               "from, inside its sandbox ('': start a fresh Python)").tag(config=True)
@@ -283,7 +287,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def _stage_settings(self) -> dict:
         return {"limits": self.limits, "uid": self.uid if self.uid >= 0 else None,
-                "home": self.scratch, "connection_dir": self.connection_dir}
+                "home": self.scratch, "connection_dir": self.connection_dir, "threads": self.threads}
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         kw["env"] = clean_environment()
