@@ -219,9 +219,15 @@ class Tabs:
             page = await self.context.new_page()   # pages of one server share a context: scripts come from its cache
             # a fresh workspace: the page opens nothing but what a job asks for
             await page.goto(f"{self.base}/lab/workspaces/t{secrets.token_hex(6)}?token={self.token}", timeout=120_000)
-            await page.wait_for_function(APP_READY, timeout=120_000, polling=250)
-            await page.evaluate(RESTORED)
-            return page
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    await page.wait_for_function(APP_READY, timeout=120_000, polling=250)
+                    await page.evaluate(RESTORED)
+                    return page
+                except Exception as error:  # JupyterLab reloaded the fresh page while it started
+                    if attempt == ATTEMPTS or NAVIGATED not in str(error):
+                        raise
+                    await page.wait_for_load_state("load")
         except BaseException:
             self.slots.release()
             raise
