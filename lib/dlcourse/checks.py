@@ -43,12 +43,12 @@ def check_close(got, expected, name: str = "output", atol: float = 1e-6, rtol: f
     ok = np.isclose(got_np, exp_np, atol=atol, rtol=rtol, equal_nan=True)
     if not ok.all():
         if ok.ndim == 0:
-            raise AssertionError(f"{name}: expected {_fmt(exp_np)}, got {_fmt(got_np)}")
+            raise AssertionError(f"{name}: expected {_fmt(exp_np, expected)}, got {_fmt(got_np, got)}")
         bad = np.argwhere(~ok)
         first = tuple(int(i) for i in bad[0])
         raise AssertionError(
             f"{name}: {len(bad)} of {ok.size} values are wrong; first at index {first}: "
-            f"expected {_fmt(exp_np[first])}, got {_fmt(got_np[first])}"
+            f"expected {_fmt(exp_np[first], expected)}, got {_fmt(got_np[first], got)}"
         )
 
 
@@ -58,9 +58,26 @@ def check_equal(got, expected, name: str = "value") -> None:
         raise AssertionError(f"{name}: expected {expected!r}, got {got!r}")
 
 
-def _fmt(x) -> str:
+def _fmt(x, source=None) -> str:
+    """One value for a message: as an integer when `source` (the tensor, array or list it came from) holds
+    integers (`expected -100, got 1`), else as a float (`2.0`, `0.333333`)."""
     x = float(x)
+    if _holds_integers(source) and x.is_integer():
+        return repr(int(x))
     return repr(int(x)) + ".0" if x.is_integer() and abs(x) < 1e15 else f"{x:.6g}"
+
+
+def _holds_integers(source) -> bool:
+    """True for integer or bool tensors and arrays, and for Python ints (or lists of them)."""
+    if isinstance(source, torch.Tensor):
+        return not (source.is_floating_point() or source.is_complex())
+    if isinstance(source, np.ndarray):
+        return source.dtype.kind in "iub"
+    if isinstance(source, (bool, int, np.integer)):
+        return True
+    if isinstance(source, (list, tuple)) and source:
+        return all(_holds_integers(item) for item in source)
+    return False
 
 
 class ReferenceUsedError(AssertionError):
