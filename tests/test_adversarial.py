@@ -87,6 +87,24 @@ def test_accuracy_under_attack():
     assert accs[0] == clean and accs[2] <= accs[0] and len(accs) == 3
 
 
+def test_the_attacks_work_inside_no_grad():
+    """Evaluation code often runs under torch.no_grad(); the attacks take their gradient anyway
+    (torch.enable_grad() inside) and leave gradient mode off for the caller."""
+    model, (x, y) = small_model(), data()
+    expected = adv.fgsm(model, x, y, 0.1)
+    expected_accs = adv.accuracy_under_attack(model, x, y, [0.0, 0.1, 0.5])
+    start = torch.full((1, 4, 4), 0.5, dtype=torch.float64)
+    expected_proto = adv.class_prototype(model, 2, (1, 4, 4), steps=3, start=start)
+    expected_dream = adv.daydream(model, x[0], layer=model[2], steps=2)
+    with torch.no_grad():
+        assert torch.equal(adv.fgsm(model, x, y, 0.1), expected)
+        assert torch.equal(adv.fgsm(model, x, y, 0.1, targeted=True), adv.fgsm(model, x, y, 0.1, targeted=True))
+        assert adv.accuracy_under_attack(model, x, y, [0.0, 0.1, 0.5]) == expected_accs
+        assert torch.equal(adv.class_prototype(model, 2, (1, 4, 4), steps=3, start=start), expected_proto)
+        assert all(torch.equal(a, b) for a, b in zip(adv.daydream(model, x[0], layer=model[2], steps=2), expected_dream))
+        assert not torch.is_grad_enabled()
+
+
 def test_class_prototype_raises_its_logit_and_stays_in_range():
     model = small_model(0.0)
     model.eval()

@@ -48,9 +48,10 @@ def _check_attack(x, y, eps, clamp):
 
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """grad_x J(theta, x, y) for the mean cross-entropy J, in eval mode, without touching x
-    (no .grad left on it) or the parameters' .grad. Shape of x."""
+    (no .grad left on it) or the parameters' .grad. Shape of x. Works inside torch.no_grad():
+    the gradient is taken under torch.enable_grad()."""
     x_ = x.detach().requires_grad_(True)
-    with eval_mode(model):
+    with eval_mode(model), torch.enable_grad():
         loss = F.cross_entropy(model(x_), y)
         (grad,) = torch.autograd.grad(loss, x_)
     return grad
@@ -65,6 +66,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, clamp=(
     x: (N, ...) inputs; y: (N,) long; clamp: the valid range (low, high), or None.
     Returns a new tensor without a graph; x, its .grad, the parameters' .grad and the
     model's train/eval mode are left as they were (the gradient is taken in eval mode).
+    Works inside torch.no_grad() too (the gradient is taken under torch.enable_grad()).
     """
     _check_attack(x, y, eps, clamp)
     step = eps * input_gradient(model, x, y).sign()
@@ -81,7 +83,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list, clamp=(0.0, 1.0)) -> list[float]:
-    """Accuracy on fgsm(model, x, y, eps) for each eps in `eps_list` (eps = 0: the clean accuracy)."""
+    """Accuracy on fgsm(model, x, y, eps) for each eps in `eps_list` (eps = 0: the clean accuracy).
+    Works inside torch.no_grad(), like fgsm."""
     return [accuracy(model, fgsm(model, x, y, eps, clamp=clamp), y) for eps in eps_list]
 
 
@@ -105,7 +108,8 @@ def class_prototype(model: nn.Module, target: int, shape: tuple[int, ...], steps
     """"Given a label, synthesise an image": gradient ascent on the input for the class's
     logit minus `smoothness` times the total variation (neighbouring pixels correlate),
     kept in [0, 1]. shape: one input's shape, e.g. (1, 8, 8). Returns (*shape,).
-    Starts from `start` or from a grey image with a little noise from `generator`."""
+    Starts from `start` or from a grey image with a little noise from `generator`.
+    Works inside torch.no_grad() (the ascent runs under torch.enable_grad())."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     p = next(model.parameters())
@@ -113,7 +117,7 @@ def class_prototype(model: nn.Module, target: int, shape: tuple[int, ...], steps
         start = 0.5 + 0.01 * torch.randn(shape, generator=generator, dtype=p.dtype)
     x = start.detach().clone().to(p.device, p.dtype).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
-    with eval_mode(model):
+    with eval_mode(model), torch.enable_grad():
         for _ in range(steps):
             objective = model(x.unsqueeze(0))[0, target] - smoothness * total_variation(x)
             optimizer.zero_grad()
@@ -129,13 +133,13 @@ def daydream(model: nn.Module, x: torch.Tensor, layer: nn.Module, steps: int = 2
     """Amplify what `layer` already sees in x: repeat x <- clamp(x + lr * g / mean|g|), with g
     the gradient of the squared activations of `layer`. The network is fixed; the picture
     changes. x: one input (C, H, W). Returns the pictures after each step (steps + 1 of them,
-    the first is x)."""
+    the first is x). Works inside torch.no_grad() (the gradient is taken under torch.enable_grad())."""
     seen: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda module, inputs, output: seen.append(output))
     pictures = [x.detach().clone()]
     current = x.detach().clone()
     try:
-        with eval_mode(model):
+        with eval_mode(model), torch.enable_grad():
             for _ in range(steps):
                 seen.clear()
                 image = current.clone().requires_grad_(True)
