@@ -56,6 +56,29 @@ def test_matches_torch_with_bool_and_float_masks(device):
                          F.scaled_dot_product_attention(q, k, v, attn_mask=float_mask), what="float mask")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_query_with_no_allowed_key_gets_zero_as_in_torch(device):
+    """torch's scaled_dot_product_attention gives a zero output (and we zero weights) where a
+    query may attend to no key at all; a plain softmax over -inf would give NaN."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = randn(2, 4, 6, gen=gen, device=device), randn(2, 5, 6, gen=gen, device=device), \
+        randn(2, 5, 3, gen=gen, device=device)
+    bool_mask = torch.rand(2, 4, 5, generator=gen).to(device) < 0.7
+    bool_mask[..., 0] = True
+    bool_mask[0, 1] = False                                     # query 1 of batch 0 sees no key
+    bool_mask[1, 3] = False
+    float_mask = torch.zeros(2, 4, 5, dtype=torch.float64, device=device).masked_fill(~bool_mask, float("-inf"))
+    for mask in (bool_mask, float_mask):
+        ours = A.scaled_dot_product_attention(q, k, v, mask=mask)
+        assert_matches_torch(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), what=f"{mask.dtype} mask")
+    weights = A.attention_weights(q, k, mask=bool_mask)
+    assert (weights[0, 1] == 0).all() and (weights[1, 3] == 0).all()
+    assert torch.allclose(weights[bool_mask.any(-1)].sum(-1), torch.ones(6, dtype=torch.float64, device=device))
+    q_ = q.clone().requires_grad_(True)
+    A.scaled_dot_product_attention(q_, k, v, mask=bool_mask).sum().backward()
+    assert torch.isfinite(q_.grad).all() and (q_.grad[0, 1] == 0).all()
+
+
 @settings(deadline=None, max_examples=25)
 @given(length=st.integers(1, 6), keys=st.integers(1, 6), d=st.integers(1, 9), seed=st.integers(0, 10_000),
        causal=st.booleans())

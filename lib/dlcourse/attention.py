@@ -6,14 +6,18 @@ query matches each key:
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V,
 
 where d_k is the size of one query/key vector and M is 0 where a query may look at a key and
--inf where it may not (padding, or the future in a causal language model). Dividing by
+-inf where it may not (padding, or the future in a causal language model). A query that may
+look at no key at all gets zero weights and a zero output, as in
+`torch.nn.functional.scaled_dot_product_attention` (a plain softmax of a row of -inf gives NaN,
+and so does `torch.nn.MultiheadAttention`). Dividing by
 sqrt(d_k) keeps the scores' variance near 1 when q and k have unit-variance entries, so the
 softmax does not saturate as d_k grows.
 
 Conventions follow PyTorch, so what is learned here transfers:
 
 * `mask` is either boolean, True where attention is *allowed* (as `attn_mask` of
-  `torch.nn.functional.scaled_dot_product_attention`), or a float tensor added to the scores;
+  `torch.nn.functional.scaled_dot_product_attention`; the opposite of `attn_mask` of
+  `torch.nn.MultiheadAttention`, where True blocks), or a float tensor added to the scores;
 * `causal=True` lets query i see keys 0..i only (torch's `is_causal`, a lower-triangular mask
   aligned at the top-left corner);
 * `key_padding_mask` of `MultiHeadAttention` is True at the keys to *ignore* (as in
@@ -84,11 +88,14 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, mask=None, causal: bool =
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, mask=None, causal: bool = False) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d_k) + M) along the keys: each row sums to 1.
+    """softmax(q k^T / sqrt(d_k) + M) along the keys: each row sums to 1, except the row of a
+    query that may attend to no key, which is all zeros (as torch's SDPA treats it).
 
     q: (..., L, d_k), k: (..., S, d_k) -> (..., L, S). What the attention-map widget draws.
     """
-    return torch.softmax(attention_scores(q, k, mask, causal), dim=-1)
+    scores = attention_scores(q, k, mask, causal)
+    blocked = torch.isneginf(scores).all(dim=-1, keepdim=True)    # a query with no key allowed
+    return torch.softmax(scores.masked_fill(blocked, 0.0), dim=-1).masked_fill(blocked, 0.0)
 
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None,
@@ -99,7 +106,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     mask: bool (True = may attend) or float (added to the scores), broadcastable to (..., L, S);
     causal=True hides the future (key j > query i). Same result as
     `torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)`
-    (torch accepts only one of the two at a time; here they combine).
+    (torch accepts only one of the two at a time; here they combine), a query that may attend
+    to no key included: its output is zero, as torch's.
 
     >>> q = torch.tensor([[1.0, 0.0]]); k = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> scaled_dot_product_attention(q, k, torch.tensor([[10.0], [20.0]])).round(decimals=3)
@@ -141,7 +149,13 @@ class MultiHeadAttention(nn.Module):
                 mask=None, causal: bool = False, key_padding_mask=None):
         """query: (B, L, E); key, value: (B, S, E) (default: query, i.e. self-attention).
 
+        mask: bool, True where a query *may attend* to a key (as in
+        `F.scaled_dot_product_attention`; `nn.MultiheadAttention`'s `attn_mask` means the
+        opposite, True = blocked, so pass `~mask` there), or float, added to the scores;
+        broadcastable to (B, h, L, S). causal=True hides key j > query i.
         key_padding_mask: bool (B, S), True at keys to ignore (torch's convention).
+        A query left with no key gets zero attention weights, so its output is out_proj's bias
+        (`nn.MultiheadAttention` gives NaN there).
         Returns (out (B, L, E), weights (B, h, L, S)), the per-head attention weights.
         """
         key = query if key is None else key

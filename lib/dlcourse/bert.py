@@ -13,11 +13,13 @@ BERT (Devlin et al., 2019) learns from unlabeled text with two tasks:
 configuration; `Bert` is the same architecture at toy size with the two pre-training heads,
 built from `dlcourse.attention.TransformerBlock`.
 
-Conventions (those of the released BERT code and of Hugging Face's `BertModel`):
-labels are -100 where no prediction is made (`torch.nn.functional.cross_entropy`'s default
-`ignore_index`); `attention_mask` is 1 at real tokens and 0 at padding; `token_type_ids`
-(segment ids) are 0 for "[CLS] A [SEP]" and 1 for "B [SEP]". Our next-sentence label is 1
-when B follows A (Hugging Face's `BertForPreTraining` uses 0 for that).
+Conventions (Hugging Face's `BertForPreTraining`, whose names we use): labels are -100 where
+no prediction is made (`torch.nn.functional.cross_entropy`'s default `ignore_index`; Google's
+released BERT code instead lists the masked positions, their original ids and a weight per
+position, `masked_lm_positions`, `masked_lm_ids`, `masked_lm_weights`); `attention_mask` is 1 at
+real tokens and 0 at padding (Google's `input_mask`); `token_type_ids` (Google's `segment_ids`)
+are 0 for "[CLS] A [SEP]" and 1 for "B [SEP]". Our next-sentence label is 1 when B follows A
+(Hugging Face's `BertForPreTraining` uses 0 for that).
 Random draws come only from the `generator` passed in, on the input's device.
 """
 import torch
