@@ -10,16 +10,28 @@ from pathlib import Path
 import pytest
 from dlcourse import hub
 from dlcourse.hub import (
+    PUBLIC,
     CourseHub,
     CourseSpawner,
     HubConfigError,
     blocked_parent,
+    close_course,
+    close_home,
+    formgrader_redirects,
     protect_course,
     reachable_view,
 )
 from traitlets.config import Config
 
 ME = pwd.getpwuid(os.getuid()).pw_name  # an account that exists and owns the test's course
+
+
+@pytest.fixture(autouse=True)
+def no_home_changes(monkeypatch):
+    """apply() makes the instructor's home private: not the home of whoever runs these tests."""
+    calls = []
+    monkeypatch.setattr(hub, "close_home", calls.append)
+    return calls
 
 
 @pytest.fixture
@@ -34,6 +46,8 @@ def course(tmp_path, monkeypatch):
     monkeypatch.setenv("DLCOURSE_HUB_COURSE_DIR", str(tmp_path / "course"))
     monkeypatch.setenv("DLCOURSE_HUB_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("DLCOURSE_EXCHANGE", str(tmp_path / "exchange"))
+    # apply() closes the checkout the servers run from: the tests pass a stand-in (checkout=...)
+    (tmp_path / "checkout").mkdir()
     return tmp_path, proxy
 
 
@@ -55,7 +69,8 @@ def test_settings_come_from_the_environment(course, monkeypatch):
 def test_apply_fills_the_jupyterhub_config(course, monkeypatch):
     tmp, proxy = course
     c = Config()
-    CourseHub(instructor=ME, students=["alice", "bob"], port=8200, proxy=str(proxy), api_token="t0k").apply(c)
+    CourseHub(instructor=ME, students=["alice", "bob"], port=8200, proxy=str(proxy), api_token="t0k",
+              checkout=str(tmp / "checkout")).apply(c)
     assert c.JupyterHub.bind_url == "http://127.0.0.1:8200"
     assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:8201"
     assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:8202"
@@ -74,7 +89,7 @@ def test_apply_fills_the_jupyterhub_config(course, monkeypatch):
 def test_no_service_without_a_token(course):
     tmp, proxy = course
     c = Config()
-    CourseHub(instructor=ME, students=["alice"], proxy=str(proxy)).apply(c)
+    CourseHub(instructor=ME, students=["alice"], proxy=str(proxy), checkout=str(tmp / "checkout")).apply(c)
     assert "services" not in c.JupyterHub
 
 
@@ -86,7 +101,7 @@ def test_no_service_without_a_token(course):
 def test_settings_the_hub_cannot_start_with(course, settings, message):
     tmp, proxy = course
     with pytest.raises(HubConfigError, match=message):
-        CourseHub(proxy=str(proxy), **settings).apply(Config())
+        CourseHub(proxy=str(proxy), checkout=str(tmp / "checkout"), **settings).apply(Config())
 
 
 @pytest.mark.parametrize("names", [["Alice"], ["bob smith"], ["../etc"], ["root;rm"], ["x" * 33]])
@@ -134,7 +149,7 @@ def test_students_get_the_shared_nbgrader_settings_without_formgrader(course):
     teacher = h.user_environment("teach")["JUPYTER_CONFIG_PATH"].split(os.pathsep)
     common = str(hub.HUB_FILES / "config" / "common")
     assert student == [str(hub.HUB_FILES / "config" / "student"), common]
-    assert teacher == [str(tmp / "course"), common]
+    assert teacher == [str(tmp / "course"), str(hub.HUB_FILES / "config" / "instructor"), common]
     assert h.user_environment("alice")["DLCOURSE_EXCHANGE"] == str(tmp / "exchange")
     assert h.user_environment("alice")["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     off = (hub.HUB_FILES / "config" / "student" / "jupyter_server_config.json").read_text()
@@ -205,3 +220,98 @@ def test_account_names_from_the_environment_are_checked_too(course, monkeypatch)
     monkeypatch.setenv("DLCOURSE_HUB_INSTRUCTOR", "te ach")
     with pytest.raises(HubConfigError, match="te ach"):
         CourseHub().instructor
+
+
+def test_apply_closes_the_checkout_the_course_and_the_instructors_home(course, no_home_changes):
+    tmp, proxy = course
+    for folder in (tmp / "checkout", tmp / "course"):
+        for name in (".git", "tests", "lib"):
+            (folder / name).mkdir(mode=0o755)
+    CourseHub(instructor=ME, students=["alice"], proxy=str(proxy), checkout=str(tmp / "checkout")).apply(Config())
+    for folder in (tmp / "checkout", tmp / "course"):
+        assert (folder / ".git").stat().st_mode & 0o777 == 0o700
+        assert (folder / "tests").stat().st_mode & 0o777 == 0o700
+        assert (folder / "lib").stat().st_mode & 0o777 == 0o755
+    assert no_home_changes == [ME]
+
+
+def test_close_course_leaves_only_the_public_parts_open(tmp_path):
+    root = tmp_path / "checkout"
+    root.mkdir(mode=0o755)
+    for name in (".git", "solutions", "tests", "benchmarks", ".jupyter-state", "lib", "lectures", "exercises",
+                 ".venv", "hub", "jupyter"):
+        (root / name).mkdir(mode=0o755)
+    for name in ("README.md", "START.md", "Makefile", "solutions.tar.gz", "gradebook.db.bak"):
+        (root / name).write_text("x")
+        (root / name).chmod(0o644)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (root / "link").symlink_to(elsewhere)
+    closed = close_course(root)
+    assert sorted(p.name for p in closed) == [".git", ".jupyter-state", "benchmarks", "gradebook.db.bak",
+                                              "solutions", "solutions.tar.gz", "tests"]
+    for entry in root.iterdir():
+        mode = entry.lstat().st_mode & 0o777
+        if entry.is_symlink():
+            assert elsewhere.stat().st_mode & 0o777 == 0o755, "chmod followed the link"
+        elif entry.name in PUBLIC:
+            assert mode in (0o755, 0o644), entry
+        else:
+            assert mode & 0o077 == 0, entry
+    assert root.stat().st_mode & 0o777 == 0o755, "the checkout itself stays open (the servers run from it)"
+    assert close_course(root) == [], "a second run changes nothing"
+
+
+def test_close_home_makes_the_instructors_home_private(tmp_path, monkeypatch):
+    real_close_home = close_home  # imported before the fixture above replaced hub.close_home
+    home = tmp_path / "teach"
+    home.mkdir(mode=0o755)
+    fake = type("pw", (), {"pw_dir": str(home), "pw_uid": os.getuid()})
+    monkeypatch.setattr(hub.pwd, "getpwnam", lambda name: fake)
+    assert real_close_home("teach") is True and home.stat().st_mode & 0o777 == 0o700
+    assert real_close_home("teach") is False
+    fake.pw_uid = os.getuid() + 1  # a home that belongs to someone else (e.g. "/") is left alone
+    home.chmod(0o755)
+    assert real_close_home("teach") is False and home.stat().st_mode & 0o777 == 0o755
+
+
+def test_what_students_can_read_of_this_checkout_holds_no_solution():
+    """The allow-list's own contents (the library, the lectures, the release, the hub's and
+    JupyterLab's settings; the virtual environment is searched by tests/test_jupyterhub.py)
+    hold no solution line and no hidden test of any assignment, and no notebook holds solution
+    or hidden-test markers."""
+    repo = hub.REPO
+    files = [p for name in sorted(PUBLIC - {".venv"}) for p in ([repo / name] if (repo / name).is_file()
+             else sorted((repo / name).rglob("*"))) if p.is_file() and "__pycache__" not in p.parts]
+    public = {p: p.read_text(errors="replace") for p in files}
+    shared = "".join(text for p, text in public.items() if p.suffix in (".py", ".ipynb"))
+    secrets = hub.secret_lines(repo / "solutions", shared)
+    assert len(secrets) > 100, "no solution lines found: is solutions/ there?"
+    leaks = {str(p.relative_to(repo)): sorted(s for s in secrets if s in text)[:3]
+             for p, text in public.items() if any(s in text for s in secrets)}
+    assert not leaks, leaks
+    markers = [str(p.relative_to(repo)) for p, text in public.items()
+               if p.suffix == ".ipynb" and hub.SECRET_MARKERS.search(text)]
+    assert not markers, markers
+
+
+def test_the_instructors_server_may_be_framed_by_its_own_jupyterlab():
+    import json
+    config = json.loads((hub.HUB_FILES / "config" / "instructor" / "jupyter_server_config.json").read_text())
+    assert config["ServerApp"]["tornado_settings"]["headers"]["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assert not (hub.HUB_FILES / "config" / "student" / "jupyter_server_config.json").read_text().count("frame")
+
+
+def test_terminals_are_bash_that_keeps_the_servers_path():
+    """A login shell would read /etc/profile, which on Debian sets PATH anew (no course Python)."""
+    import json
+    config = json.loads((hub.HUB_FILES / "config" / "common" / "jupyter_server_config.json").read_text())
+    shell = config["ServerApp"]["terminado_settings"]["shell_command"]
+    assert shell[0] == "/bin/bash" and "-l" not in shell and "--login" not in shell
+
+
+def test_formgraders_links_outside_jupyterlab_are_redirected():
+    import re
+    patterns = {pattern for pattern, handler in formgrader_redirects()}
+    assert patterns == {r"/tree/(.*)", r"/notebooks/(.*)", r"/edit/(.*)"}
+    assert re.fullmatch(r"/tree/(.*)", "/tree/exercises/ps_convolution")[1] == "exercises/ps_convolution"

@@ -15,9 +15,15 @@ the course, the nbgrader exchange and the hub's own state live, and the JupyterH
     DLCOURSE_HUB_API_TOKEN    optional: a token for the "course-admin" service (scripts, tests)
 
 Accounts are real Unix users, logged in with PAM, each server started as its own user by JupyterHub's
-local process spawner; accounts that do not exist yet are created with a private (0700) home.
-The instructor's server opens on the course directory with formgrader; a student's opens on their
-home with the Assignments tab and no formgrader. To use a university login (OAuth, LTI) or containers
+local process spawner; accounts that do not exist yet are created with a private (0700) home and
+bash, and the instructor's home is made private too. The instructor's server opens on the course
+directory with formgrader (in JupyterLab's frame); a student's opens on their home with the
+Assignments tab and no formgrader. Terminals are bash with the course's Python first on PATH.
+
+What students may read of this checkout and of the course directory is an allow-list (`PUBLIC`:
+the library, the lectures, the release, the hub's settings, the virtual environment); everything
+else (git history, solutions, tests, benchmarks, students' work, grades, backups) is closed to
+them (`close_course`). To use a university login (OAuth, LTI) or containers
 (DockerSpawner, KubeSpawner), set `c.JupyterHub.authenticator_class` / `c.JupyterHub.spawner_class`
 after `apply` in hub/jupyterhub_config.py: nothing in the course's files depends on them.
 """
@@ -54,6 +60,22 @@ def _accounts(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def formgrader_redirects() -> list[tuple]:
+    """The hub's handlers for formgrader's links opened outside JupyterLab: formgrader (nbgrader
+    0.9) links folders and notebooks to /tree/<path>, /notebooks/<path> and /edit/<path> without
+    the server's base URL, which on the hub is /user/<name>/; the hub redirects them (served at
+    /hub/tree/..., where the hub sends every path outside /hub/) to the same path in the JupyterLab
+    of whoever is logged in."""
+    from jupyterhub.handlers.base import BaseHandler
+    from jupyterhub.utils import url_path_join
+
+    class OpenInLab(BaseHandler):
+        def get(self, path):
+            self.redirect(url_path_join(self.hub.base_url, "user-redirect", "lab", "tree", path))
+
+    return [(rf"/{kind}/(.*)", OpenInLab) for kind in ("tree", "notebooks", "edit")]
+
+
 class CourseHub(Configurable):
     """The course's JupyterHub settings; every default can be set from the environment (see above)."""
 
@@ -67,6 +89,8 @@ class CourseHub(Configurable):
     exchange = Unicode(help="nbgrader's exchange folder, shared by everyone on the server").tag(config=True)
     api_token = Unicode(help="token of the 'course-admin' service (admin rights); empty: no service").tag(config=True)
     proxy = Unicode(help="the configurable-http-proxy program (make hub-proxy installs it)").tag(config=True)
+    checkout = Unicode(str(REPO), help="the checkout every server runs from (its .venv and lib/); closed "
+                                       "to students like the course directory").tag(config=True)
 
     @default("instructor")
     def _instructor(self):
@@ -147,7 +171,7 @@ class CourseHub(Configurable):
         and for students the settings that hide the instructor's tools."""
         config = [HUB_FILES / "config" / "common"]
         if user == self.instructor:  # the course's own nbgrader_config.py, whatever the working folder
-            config.insert(0, Path(self.course_dir))
+            config[:0] = [Path(self.course_dir), HUB_FILES / "config" / "instructor"]
         else:
             config.insert(0, HUB_FILES / "config" / "student")
         return {
@@ -170,6 +194,9 @@ class CourseHub(Configurable):
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         prepare_exchange(Path(self.exchange))
         protect_course(Path(self.course_dir))
+        for folder in dict.fromkeys([Path(self.checkout), Path(self.course_dir)]):
+            close_course(folder)
+        close_home(self.instructor)
 
         c.JupyterHub.bind_url = f"http://{self.ip}:{self.port}"
         c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{self.port + 2}"
@@ -186,6 +213,8 @@ class CourseHub(Configurable):
         c.LocalAuthenticator.create_system_users = True
         c.LocalAuthenticator.add_user_cmd = ["useradd", "--create-home", "--key", "HOME_MODE=0700",
                                              "--shell", "/bin/bash"]
+
+        c.JupyterHub.extra_handlers = formgrader_redirects()
 
         c.JupyterHub.spawner_class = CourseSpawner
         c.CourseSpawner.view = self.view()
@@ -232,6 +261,74 @@ def protect_course(course: Path) -> None:
         os.chown(gradebook, owner.st_uid, owner.st_gid)
     for db in course.glob("gradebook.db*"):
         db.chmod(0o600)
+
+
+# What other users may read of the checkout and of the course directory: everything their servers,
+# kernels and the lectures need. Anything else at the top of those folders (.git, solutions/, tests/,
+# benchmarks/, students' work, the gradebook, .jupyter-state/ with its screenshots, a backup the
+# instructor left there) is closed: an allow-list, so that what nobody thought of stays private.
+PUBLIC = frozenset({
+    ".venv",                    # the course's Python: every user's server runs from it
+    "lib",                      # the library (its reference twins, imported by the lectures)
+    "lectures", "exercises",    # the lectures and the release (no solutions: tests/test_project.py)
+    "hub", "jupyter",           # the servers' settings (nbgrader, JupyterLab)
+    "START.md", "README.md", "Makefile", "pyproject.toml", "environment.yml", "nbgrader_config.py",
+})
+
+
+def close_course(folder: Path, public: frozenset[str] = PUBLIC) -> list[Path]:
+    """Remove group's and others' access to every entry at the top of `folder` that is not in
+    `public` (symbolic links are left alone: chmod would change what they point to); the folder
+    itself stays open. Returns what was closed."""
+    closed = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in public or entry.is_symlink():
+            continue
+        mode = stat.S_IMODE(entry.lstat().st_mode)
+        if mode & 0o077:
+            entry.chmod(mode & ~0o077)
+            closed.append(entry)
+    return closed
+
+
+def close_home(account: str) -> bool:
+    """Make `account`'s home private (0700) if it belongs to the account and others can open it
+    (`useradd` without HOME_MODE=0700 makes it 0755). True if it was changed."""
+    try:
+        home = Path(pwd.getpwnam(account).pw_dir)
+        info = home.stat()
+    except (KeyError, OSError):
+        return False
+    if not home.is_dir() or info.st_uid != pwd.getpwnam(account).pw_uid or not info.st_mode & 0o077:
+        return False
+    home.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
+    return True
+
+
+SECRET_MARKERS = re.compile(r"(BEGIN|END) (SOLUTION|HIDDEN TESTS)")
+
+
+def secret_lines(solutions: Path, public_text: str, shortest: int = 30) -> set[str]:
+    """What must not reach a student: every line of 'shortest' characters or more inside the
+    ### BEGIN SOLUTION / BEGIN HIDDEN TESTS blocks of the source notebooks under `solutions`,
+    as written in the notebook, in its JSON file and in HTML, less the forms found in
+    `public_text` (the release, the lectures and the library legitimately share some lines)."""
+    import html
+    import json
+
+    lines = set()
+    for path in sorted(solutions.glob("*/*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            inside = False
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            for line in source.splitlines():
+                marker = SECRET_MARKERS.search(line)
+                if marker:
+                    inside = marker.group(1) == "BEGIN"
+                elif inside and len(line.strip()) >= shortest:
+                    lines.add(line.strip())
+    forms = {form for line in lines for form in (line, json.dumps(line)[1:-1], html.escape(line))}
+    return {form for form in forms if form not in public_text}
 
 
 def prepare_exchange(path: Path) -> None:
