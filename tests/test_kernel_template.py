@@ -22,7 +22,7 @@ from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS
 from nbgrader_harness import solved, tiny_course
 from system_packages import ensure_debian_packages
 
-from dlcourse.grading.batch import Settings, grade_batch
+from dlcourse.grading.batch import Failure, Outcome, Settings, fork_trouble, grade_batch
 
 from dlcourse.grading.kernel_template import ANCHOR, FORKED, KernelTemplate, is_anchor
 from dlcourse.grading.sandbox import FIRST_UID, Limits, SandboxedKernelManager, bwrap_prefix
@@ -202,15 +202,22 @@ def test_forked_kernels_start_every_time(template, work):
 
 
 # A submission that is honest in a fresh kernel and loops forever in a forked one (the kernel's
-# command line is the template's): the stand-in for a forked kernel that stalls.
+# command line is the template's): a student who tells the two apart, hoping a fork's trouble
+# earns a second run under other conditions.
 LOOPS_WHEN_FORKED = ("import sys\nif 'kernel_template' in ' '.join(sys.orig_argv):\n    while True:\n        pass\n"
                      "def mean(xs):\n    return sum(xs) / len(xs)")
 ALWAYS_LOOPS = "def mean(xs):\n    while True:\n        pass"
-RUN_AGAIN = {"honest": None, "loops_when_forked": {"mean": LOOPS_WHEN_FORKED}, "always_loops": {"mean": ALWAYS_LOOPS}}
+DIES_WHEN_FORKED = ("import os, sys\nif 'kernel_template' in ' '.join(sys.orig_argv):\n    os._exit(1)\n"
+                    "def mean(xs):\n    return sum(xs) / len(xs)")
+RUN_AGAIN = {"honest": None, "loops_when_forked": {"mean": LOOPS_WHEN_FORKED}, "always_loops": {"mean": ALWAYS_LOOPS},
+             "dies_when_forked": {"mean": DIES_WHEN_FORKED}}
 
 
 @ROOT_ONLY
-def test_a_run_whose_forked_kernel_got_into_trouble_is_graded_again_afresh(tmp_path):
+def test_what_a_student_does_in_a_forked_kernel_is_the_students_outcome(tmp_path):
+    """A loop, a deaf kernel or a kernel killed by the student's own code is graded where it
+    happened: one time limit per looping cell, never a second run with a fresh kernel (where a
+    student who can tell the two apart would behave otherwise)."""
     ensure_debian_packages(["bubblewrap"], ["bwrap"])
     pristine = tmp_path / "pristine"
     course = tiny_course(pristine)
@@ -218,24 +225,34 @@ def test_a_run_whose_forked_kernel_got_into_trouble_is_graded_again_afresh(tmp_p
     for student, overrides in RUN_AGAIN.items():
         (folder / student).mkdir(parents=True)
         nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK, overrides), folder / student / f"{NOTEBOOK}.ipynb")
+    root = tmp_path / "forked"
+    shutil.copytree(pristine, root)
+    timeout = 4
+    rows = grade_batch(root, ASSIGNMENT, folder, Settings(
+        cell_timeout=timeout, budget=60, workers=2, feedback=False,
+        limits=Limits(memory_mb=1536, processes=40, cpu_seconds=60)), progress=False)
+    rows = {r["student"]: r for r in rows}
+    logs = root / "grades" / ASSIGNMENT / "logs"
+    assert {k: rows["honest"]["parts"][k] for k in POINTS} == POINTS, rows["honest"]
+    for student in ("loops_when_forked", "always_loops"):
+        row = rows[student]
+        assert row["status"] == "graded" and row["parts"]["test_mean"] == 0, row
+        assert row["parts"]["test_add"] == POINTS["test_add"], row
+        assert any(n.endswith("mean: hit the time limit") for n in row["notes"]), row["notes"]
+        assert row["seconds"] < 2 * timeout, f"{student}: one time limit, not two ({row['seconds']} s)"
+    dead = rows["dies_when_forked"]
+    assert dead["status"] == "failed" and "kernel died" in dead["reason"], dead
+    assert not list(logs.glob("*.forked.log")), "no student was graded again with a fresh kernel"
+    for student in RUN_AGAIN:
+        assert FORKED in (logs / f"{student}.log").read_text(), f"{student} was not graded in a fork"
 
-    def grade(fork: bool) -> tuple[dict, Path]:
-        root = tmp_path / ("forked" if fork else "fresh")
-        shutil.copytree(pristine, root)
-        rows = grade_batch(root, ASSIGNMENT, folder, Settings(
-            cell_timeout=4, budget=60, workers=2, feedback=False, fork_kernels=fork,
-            limits=Limits(memory_mb=1536, processes=40, cpu_seconds=60)), progress=False)
-        return ({r["student"]: {k: v for k, v in r.items() if k not in ("seconds", "stages", "worker")} for r in rows},
-                root / "grades" / ASSIGNMENT / "logs")
 
-    forked, logs = grade(fork=True)
-    fresh, _ = grade(fork=False)
-    parts = forked["loops_when_forked"]["parts"]
-    assert {k: parts[k] for k in POINTS} == POINTS, forked["loops_when_forked"]
-    assert forked == fresh   # scores, flags, notes and status: as without the template
-    assert any("hit the time limit" in n for n in forked["always_loops"]["notes"]), forked["always_loops"]
-    # the forked runs that timed out were graded again; their logs are kept, and were forks
-    assert sorted(p.name for p in logs.glob("*.forked.log")) == ["always_loops.forked.log", "loops_when_forked.forked.log"]
-    assert FORKED in (logs / "loops_when_forked.forked.log").read_text()
-    assert FORKED not in (logs / "loops_when_forked.log").read_text()
-    assert FORKED in (logs / "honest.log").read_text()
+@pytest.mark.parametrize("failure, student_code, again", [
+    (Failure.KERNEL_DIED, False, True), (Failure.UNRESPONSIVE, False, True), (Failure.CELL_TIMEOUT, False, True),
+    (Failure.BUDGET, False, True), (Failure.WORKER_DIED, True, True), (Failure.GRADER_ERROR, True, True),
+    (Failure.KERNEL_DIED, True, False), (Failure.UNRESPONSIVE, True, False), (Failure.CELL_TIMEOUT, True, False),
+    (Failure.BUDGET, True, False), (Failure.AUTOGRADE, False, False), (Failure.MEMORY_CAP, True, False)])
+def test_only_trouble_before_the_students_first_cell_or_the_graders_own_earns_a_fresh_kernel(failure, student_code, again):
+    outcome = Outcome(False, failure.value, failure=failure, student_code=student_code)
+    assert bool(fork_trouble(outcome)) is again
+    assert fork_trouble(Outcome(True, student_code=student_code)) == ""

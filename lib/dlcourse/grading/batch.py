@@ -37,6 +37,7 @@ from dlcourse.grading import submissions as subs
 from dlcourse.grading.integrity import static_scan
 from dlcourse.grading.cgroups import MemoryCap
 from dlcourse.grading.feedback import FeedbackExporter, remember_highlights
+from dlcourse.grading.kernel_template import notebook_imports
 from dlcourse.grading.sandbox import FIRST_UID, Limits, check_bwrap, private_tmpfs
 
 
@@ -141,9 +142,21 @@ class Failure(enum.Enum):
 
 # what makes a run with a forked kernel count for nothing: the student is graded again with a
 # fresh kernel, whose result is the one a batch without the template gives (the forked run's log
-# is kept beside the student's as <student>.forked.log)
-FORK_TROUBLE = (Failure.KERNEL_DIED, Failure.UNRESPONSIVE, Failure.CELL_TIMEOUT, Failure.BUDGET,
-                Failure.WORKER_DIED, Failure.GRADER_ERROR)
+# is kept beside the student's as <student>.forked.log). The kernel's trouble counts only before
+# the notebook's first cell started (the fork failed to come up); from then on a dead, looping or
+# deaf kernel is the student's own outcome, graded like any other, never a second attempt under
+# other conditions. The grader's own trouble always counts.
+FORK_TROUBLE = (Failure.KERNEL_DIED, Failure.UNRESPONSIVE, Failure.CELL_TIMEOUT, Failure.BUDGET)
+GRADER_TROUBLE = (Failure.WORKER_DIED, Failure.GRADER_ERROR)
+
+
+def fork_trouble(outcome: "Outcome") -> str:
+    """Why a run with a forked kernel must be graded again with a fresh kernel ('' for: it must not)."""
+    if outcome.success:
+        return ""
+    if outcome.failure in GRADER_TROUBLE or outcome.failure in FORK_TROUBLE and not outcome.student_code:
+        return outcome.reason
+    return ""
 
 
 def _classify(result: dict) -> tuple[Failure, str]:
@@ -163,13 +176,17 @@ def _classify(result: dict) -> tuple[Failure, str]:
 
 
 def autograde_preprocessors(execute) -> list:
-    """nbgrader's own autograde preprocessors with its Execute swapped for `execute`."""
+    """nbgrader's own autograde preprocessors with its Execute swapped for `execute`, then
+    SanitizeStudentOutput: the stored autograded notebook, which formgrader renders on the
+    instructor's origin, holds no student HTML that could run there."""
     from nbgrader.converters import Autograde
     from nbgrader.preprocessors import Execute
+
+    from dlcourse.grading.sanitize import SanitizeStudentOutput
     default = list(Autograde.class_traits()["autograde_preprocessors"].default())
     if Execute not in default:
         raise RuntimeError(f"nbgrader's autograde preprocessors have no Execute to replace: {default}")
-    return [execute if p is Execute else p for p in default]
+    return [execute if p is Execute else p for p in default] + [SanitizeStudentOutput]
 
 
 def _log_to(log_path: Path) -> None:
@@ -201,7 +218,7 @@ def _kernel_folders(work: Path, kernel_uid: int, settings: Settings, quota: bool
 
 
 def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, kernel_uid: int, quota: bool,
-                      cgroup_procs: str, template_socket: str = "", bytecode_dir: str = ""):
+                      cgroup_procs: str, template_socket: str = "", bytecode_dir: str = "", preload: list | None = None):
     """nbgrader's configuration for one student: the course's, with the sandboxed Execute."""
     from dlcourse.grading.sandbox import SandboxedExecute
     scratch, conn, uid = _kernel_folders(work, kernel_uid, settings, quota)
@@ -212,6 +229,7 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     cfg.SandboxedExecute.nonce = secrets.token_hex(16)
     cfg.SandboxedExecute.report_path = str(work / "integrity.json")
     cfg.SandboxedExecute.stages_path = str(work / "stages.json")
+    cfg.SandboxedExecute.preload = list(preload or [])
     km = cfg.SandboxedKernelManager
     km.sandbox, km.scratch, km.connection_dir, km.uid = settings.sandbox, str(scratch), str(conn), uid
     km.limits = settings.limits.rlimits()
@@ -242,8 +260,9 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
         from nbgrader.apps import NbGraderAPI
         _one_engine_per_database()
         _check_schemas_once()
+        preload = notebook_imports(sorted((root / "solutions" / assignment).glob("*.ipynb")))
         cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs, template_socket,
-                                bytecode_dir)
+                                bytecode_dir, preload)
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         os.chdir(root)
         api = NbGraderAPI(config=cfg)
@@ -262,6 +281,7 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
                 fb = api.generate_feedback(assignment, student, force=True)
                 if not fb["success"]:
                     outcome["feedback_error"] = (fb.get("error") or "")[-500:]
+        outcome["student_code"] = bool(_read_json(work / "stages.json").get("student_cells", 1))
         outcome["stages"] = _stages(work / "stages.json", autograded - begin, time.monotonic() - autograded)
     except BaseException:  # noqa: BLE001 -- the worker must always leave an outcome behind
         details = traceback.format_exc().strip().splitlines()[-1]
@@ -350,13 +370,18 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _stages(path: Path, autograde: float, feedback: float) -> dict:
     """Where one submission's time went (seconds) and the peak memory (MB) of the worker and of
     its kernel: kernel start, imports and execution as the kernel's Execute measured them,
     nbgrader's bookkeeping = the rest of the autograde (copying, the gradebook, nbconvert's other
     passes), feedback = generate_feedback."""
     import resource
-    stages = json.loads(path.read_text()) if path.exists() else {}
+    stages = _read_json(path)
+    stages.pop("student_cells", None)
     kernel_mb = stages.pop("kernel_mb", None)   # a kernel forked from the template measured itself
     stages["bookkeeping"] = autograde - sum(stages.values())
     stages["feedback"] = feedback
@@ -512,6 +537,7 @@ class Outcome:
     seconds: float = 0.0
     stages: dict = field(default_factory=dict)  # seconds per stage and peak memory (`_stages`)
     notes: list = field(default_factory=list)  # e.g. the second try after a dead kernel (from a remote worker)
+    student_code: bool = True   # did the notebook's first cell start? (False: the trouble came before it)
     retry_note: str = RETRY_NOTE  # the note a retried job's row gets ('' for none)
     failure: Failure | None = None  # why an attempt failed (None: it did not, or a remote worker's)
 
@@ -638,15 +664,12 @@ class _Runner:
 
     def _poll(self, job: Job) -> Outcome | None:
         """None while the job runs; its Outcome once the worker has ended (or was stopped). A run
-        with a forked kernel that ended in kernel trouble (FORK_TROUBLE, or a cell that hit the
-        time limit) is run again with a fresh kernel, whose outcome counts."""
+        with a forked kernel that ended in trouble that is not the student's (`fork_trouble`) is
+        run again with a fresh kernel, whose outcome counts."""
         outcome = self._outcome(job)
         if outcome is None or self.template is None or job.fresh:
             return outcome
-        if outcome.success:
-            trouble = next((n for n in _cell_notes(self.root, self.assignment, job.student) if "time limit" in n), "")
-        else:
-            trouble = outcome.reason if outcome.failure in FORK_TROUBLE else ""
+        trouble = fork_trouble(outcome)
         if not trouble:
             return outcome
         job.fresh = True
@@ -682,7 +705,7 @@ class _Runner:
         # A kernel can also die of something that is not the student's doing (the machine under
         # memory pressure); one more try tells the two apart.
         return Outcome(False, data["reason"], retry=failure is Failure.KERNEL_DIED and not job.retried,
-                       final=failure.final, failure=failure)
+                       final=failure.final, failure=failure, student_code=data.get("student_code", True))
 
     def _release(self, job: Job) -> None:
         """The one way a slot is given back: worker stopped, kernel processes killed, cgroup and files removed."""

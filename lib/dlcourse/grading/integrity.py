@@ -5,7 +5,9 @@ Three independent defences; what they find is reported as flags in grades.csv (r
 * `static_scan(sources)`: the source of every cell a student may edit is searched for hooks
   that can fake a passing test: sys.settrace, IPython's input/AST transformers, showtraceback
   and custom exception handlers, IPython events, sys.excepthook, builtins, replaced attributes
-  of numpy/torch/math/operator/dlcourse, `__eq__` overrides, sys.modules.
+  of numpy/torch/math/operator/dlcourse, `__eq__` overrides, sys.modules, the import system
+  (sys.path, meta_path), a function's internals (`__globals__`, `__code__`, defaults, closures)
+  and torch's function and dispatch modes (the door that references_forbidden guards).
 * a baseline and a guard: the grader's hidden first cell executes kernel_checks.py (a real
   module; its table CHECKS names every hook once, with how to snapshot, compare and restore it)
   into a module named with a per-run random nonce and snapshots the hooks (`baseline_source`).
@@ -44,6 +46,10 @@ HOOK_PATTERNS = {
     "sys.excepthook": r"excepthook",
     "builtins": r"\b__builtins__\b|\bbuiltins\b",
     "sys.modules": r"\bsys\.modules\b",
+    "import system (sys.path, sys.meta_path)": r"\bsys\.path\b|\bmeta_path\b|\bpath_hooks\b|\bpath_importer_cache\b",
+    "function internals": r"__(globals|code|closure|defaults|kwdefaults|func|wrapped)__|\bcell_contents\b",
+    "torch function or dispatch modes": (r"\bTorch(Function|Dispatch)Mode\b|_Disable(Torch|Functionalization)|"
+                                         r"\b_pop_(torch_function_|torch_dispatch_)?mode|_python_dispatch|DisableTorchFunction"),
     "comparison override (__eq__)": r"__eq__|__ne__",
     "replaced library function": (r"(?m)^\s*(np|numpy|torch|math|operator|checks|dlcourse|nbgrader)"
                                   r"(\.\w+)+\s*=(?!=)|setattr\(\s*(np|numpy|torch|math|operator|checks|dlcourse)\b"),
@@ -63,16 +69,17 @@ def module_name(nonce: str) -> str:
     return f"_dlg_{nonce}"
 
 
-def baseline_source(nonce: str) -> str:
+def baseline_source(nonce: str, preload: list[str] | tuple = ()) -> str:
     """Code for the hidden first cell: execute kernel_checks.py's source into a fresh module that
-    only this run can name, and snapshot every hook there (before any student code has run)."""
-    return (f"def _dlg_boot(source, name, nonce):\n"
+    only this run can name, import `preload` (what the assignment's notebooks import) and snapshot
+    every hook there (before any student code has run)."""
+    return (f"def _dlg_boot(source, name, nonce, preload):\n"
             f"    import sys, types\n"
             f"    module = types.ModuleType(name)\n"
             f"    exec(compile(source, '<grader>', 'exec'), module.__dict__)\n"
-            f"    module.install(nonce)\n"
+            f"    module.install(nonce, preload)\n"
             f"    sys.modules[name] = module\n"
-            f"_dlg_boot({KERNEL_CHECKS.read_text()!r}, {module_name(nonce)!r}, {nonce!r})\n"
+            f"_dlg_boot({KERNEL_CHECKS.read_text()!r}, {module_name(nonce)!r}, {nonce!r}, {list(preload)!r})\n"
             f"del _dlg_boot\n")
 
 

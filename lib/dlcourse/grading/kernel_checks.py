@@ -13,11 +13,24 @@ and no student code sees them, and the answer comes back in the shell reply):
 Every hook is described once, in CHECKS: the flag it raises, how to snapshot it, how to tell it
 changed, how to restore it. install, guard and check all loop over that table. A hook that is
 still changed after its restore makes the guard raise (the test cell then does not run).
+
+What the hidden tests' comparisons rely on is snapshotted as a whole, not by a list of names:
+the namespaces of the libraries they call (LIBRARY_MODULES, every module of the course's package
+but its instructor tools), the code, defaults and closures of every function found there, the
+attributes of their classes (torch.Tensor's methods included) and the modules' places in
+sys.modules. The import system is cut off from what the student can write: the working directory
+leaves sys.path before any student code runs, and sys.path, sys.meta_path and sys.path_hooks are
+put back before every test. A course module that was first imported after the baseline is loaded
+afresh from the course's read-only files by the next guard, so a module planted or changed by the
+student never reaches a test.
 """
 import builtins
 import importlib
+import importlib.util
 import json
+import os
 import sys
+import types
 from typing import Any, Callable, NamedTuple
 
 BUILTIN_NAMES = ("abs", "all", "any", "bool", "float", "int", "isinstance", "len", "max", "min",
@@ -29,6 +42,20 @@ NUMPY_TESTING_NAMES = ("assert_allclose", "assert_array_equal")
 TORCH_NAMES = ("allclose", "equal", "isclose", "eq", "all", "abs")
 CHECK_NAMES = ("check_close", "check_equal", "check_shape", "to_numpy")
 TRACEBACK_NAMES = ("showtraceback", "_showtraceback", "showsyntaxerror", "CustomTB")
+# the libraries whose namespaces the hidden tests' comparisons go through (besides the course's own
+# modules): each is snapshotted whole, with its functions' code, defaults and closures
+LIBRARY_MODULES = ("math", "operator", "numpy", "numpy.testing", "numpy.testing._private.utils", "numpy._core.numeric",
+                   "numpy._core.fromnumeric", "numpy._core.multiarray", "numpy._core.umath", "numpy.lib._function_base_impl",
+                   "torch", "torch._tensor", "torch.functional", "torch.nn.functional", "torch.nn.modules.module",
+                   "torch.testing", "torch.testing._comparison")
+LIBRARY_CLASSES = (("torch", "Tensor"), ("torch.nn.modules.module", "Module"))
+COURSE_PACKAGE = "dlcourse"
+INSTRUCTOR_TOOLS = ("dlcourse.grading", "dlcourse.hub", "dlcourse.notebooks")   # never snapshotted nor reloaded
+# callbacks that libraries register on IPython's events themselves (matplotlib's inline backend
+# flushes figures after each cell): a genuine one, as its module's file defines it, is no tampering
+LIBRARY_CALLBACKS = (("matplotlib.pyplot", "_draw_all_if_interactive"),
+                     ("matplotlib_inline.backend_inline", "flush_figures"),
+                     ("matplotlib_inline.backend_inline", "configure_once"))
 SHELL_METHODS = ("run_cell", "run_cell_async", "should_run_async", "transform_cell", "transform_ast",
                  "run_ast_nodes", "run_code", "user_expressions", "ev", "ex")
 
@@ -159,17 +186,55 @@ def _ast_restore(ip, saved):
     ip.ast_transformers[:] = saved
 
 
+def _trusted_file(path) -> bool:
+    """Is `path` a file of the Python installation (read-only for the kernel: not the student's)?"""
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    real = os.path.realpath(str(path))
+    return any(real.startswith(root + os.sep) for root in roots)
+
+
+_compiled: dict = {}   # file -> {function name: code object} as the file defines them
+
+
+def _defined_code(path: str, name: str):
+    """The code object of the top-level function `name` as `path`'s source defines it (None if absent)."""
+    if path not in _compiled:
+        with open(path, encoding="utf-8") as f:
+            module_code = compile(f.read(), path, "exec")
+        _compiled[path] = {c.co_name: c for c in module_code.co_consts if isinstance(c, types.CodeType)}
+    return _compiled[path].get(name)
+
+
+def _library_callback(f) -> bool:
+    """Is `f` one of LIBRARY_CALLBACKS, exactly as its module's installed file defines it?"""
+    for module_name, attr in LIBRARY_CALLBACKS:
+        module = sys.modules.get(module_name)
+        path = getattr(module, "__file__", None)
+        if module is None or f is not vars(module).get(attr) or not isinstance(f, types.FunctionType):
+            continue
+        try:
+            if path and _trusted_file(path) and f.__globals__ is vars(module) and f.__code__ == _defined_code(path, attr):
+                return True
+        except (OSError, SyntaxError, ValueError):
+            return False
+    return False
+
+
+def _events_now(ip):
+    return {k: [f for f in v if not _library_callback(f)] for k, v in ip.events.callbacks.items()}
+
+
 def _events_snapshot(ip):
-    return {k: list(v) for k, v in ip.events.callbacks.items()}
+    return _events_now(ip)
 
 
 def _events_changed(ip, saved):
-    return {k: list(v) for k, v in ip.events.callbacks.items()} != saved
+    return _events_now(ip) != saved
 
 
 def _events_restore(ip, saved):
-    for k, v in ip.events.callbacks.items():
-        v[:] = saved.get(k, [])
+    for k, v in ip.events.callbacks.items():   # the student's callbacks go; the libraries' own stay
+        v[:] = list(saved.get(k, [])) + [f for f in v if _library_callback(f) and f not in saved.get(k, [])]
 
 
 def _numpy_snapshot(ip):
@@ -229,10 +294,238 @@ def _course_checks_changed(ip, saved):
 
 def _course_checks_restore(ip, saved):
     checks, names = _checks_module()
-    checks = importlib.reload(checks)  # the functions as the file defines them
+    if any(getattr(getattr(checks, n), "__code__", None) is None
+           or getattr(checks, n).__code__.co_filename != checks.__file__ for n in names):
+        checks = importlib.reload(checks)  # the functions as the file defines them
     for n in names:  # and the notebook's names for them
         if n in ip.user_ns:
             ip.user_ns[n] = getattr(checks, n)
+
+
+# --- the import system: nothing the student can write is importable by a test ---------------------
+
+def _writable_path(entry: str) -> bool:
+    """The sys.path entry of the working directory ('' or its path: the kernel's scratch folder,
+    the student's to write), which ipykernel puts first."""
+    return os.path.realpath(entry or ".") == os.path.realpath(os.getcwd())
+
+
+def _imports_snapshot(ip):
+    sys.path[:] = [p for p in sys.path if not _writable_path(p)]   # before any student code runs
+    return list(sys.path), list(sys.meta_path), list(sys.path_hooks)
+
+
+def _imports_changed(ip, saved):
+    return (sys.path, sys.meta_path, sys.path_hooks) != saved
+
+
+def _imports_restore(ip, saved):
+    sys.path[:], sys.meta_path[:], sys.path_hooks[:] = (list(x) for x in saved)
+    for key in [k for k in sys.path_importer_cache if k not in saved[0]]:
+        del sys.path_importer_cache[key]
+
+
+# --- the libraries the tests compare with: namespaces, functions, classes ----------------------------
+
+_EMPTY = object()
+
+
+def _cell(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return _EMPTY
+
+
+def _function_state(f) -> tuple:
+    return f.__code__, f.__defaults__, f.__kwdefaults__, tuple(_cell(c) for c in f.__closure__ or ())
+
+
+def _function_changed(f, state) -> bool:
+    now = _function_state(f)
+    return any(a is not b for a, b in zip(now[:3], state[:3])) or \
+        len(now[3]) != len(state[3]) or any(a is not b for a, b in zip(now[3], state[3]))
+
+
+def _function_restore(f, state) -> None:
+    f.__code__, f.__defaults__, f.__kwdefaults__ = state[:3]
+    for cell, value in zip(f.__closure__ or (), state[3]):
+        if value is not _EMPTY:
+            cell.cell_contents = value
+
+
+class _Module(NamedTuple):
+    module: Any
+    names: dict          # the namespace as it was
+    functions: list      # (function, _function_state) of every function in it or in its classes
+    classes: list        # (class, its namespace as it was)
+
+
+def _functions_of(namespace: dict) -> list:
+    found = []
+    for value in namespace.values():
+        value = getattr(value, "__func__", value)   # staticmethod, classmethod
+        if isinstance(value, types.FunctionType):
+            found.append((value, _function_state(value)))
+    return found
+
+
+def _take(module, classes=()) -> _Module:
+    names = dict(vars(module))
+    if module.__name__.startswith(COURSE_PACKAGE + "."):   # the course's own classes (its layers, its errors)
+        classes = [*classes, *(v for v in names.values()
+                               if isinstance(v, type) and v.__dict__.get("__module__") == module.__name__)]
+    kept = [(c, dict(vars(c))) for c in classes]
+    functions = _functions_of(names) + [f for _, namespace in kept for f in _functions_of(namespace)]
+    return _Module(module, names, functions, kept)
+
+
+def _course_module(name: str) -> bool:
+    return (name == COURSE_PACKAGE or name.startswith(COURSE_PACKAGE + ".")) and \
+        not any(name == t or name.startswith(t + ".") for t in INSTRUCTOR_TOOLS)
+
+
+def _library_names() -> list:
+    return [n for n in LIBRARY_MODULES if sys.modules.get(n) is not None] + \
+        sorted(n for n, m in list(sys.modules.items()) if m is not None and _course_module(n))
+
+
+def _library_take(names) -> dict:
+    extra = {}
+    for module_name, attr in LIBRARY_CLASSES:
+        if module_name in names:
+            extra.setdefault(module_name, []).append(getattr(sys.modules[module_name], attr))
+    return {n: _take(sys.modules[n], extra.get(n, ())) for n in names}
+
+
+def _library_snapshot(ip):
+    return _library_take(_library_names())
+
+
+def _added(saved: _Module) -> list:
+    """Names added to a module since the snapshot that could shadow what its functions use (a
+    submodule imported later is not one of them)."""
+    now = vars(saved.module)
+    return [k for k in now.keys() - saved.names.keys()
+            if k != "__warningregistry__" and not isinstance(now[k], types.ModuleType)]
+
+
+def _module_changed(name: str, saved: _Module) -> bool:
+    now = vars(saved.module)
+    return sys.modules.get(name) is not saved.module or len(now) != len(saved.names) and bool(_added(saved)) \
+        or any(now.get(k, _EMPTY) is not v for k, v in saved.names.items()) \
+        or any(_function_changed(f, state) for f, state in saved.functions) \
+        or any(vars(c).get(k, _EMPTY) is not v for c, names in saved.classes for k, v in names.items()) \
+        or any(len(vars(c)) != len(names) for c, names in saved.classes)
+
+
+def _library_changed(ip, saved):
+    return any(_module_changed(n, m) for n, m in saved.items())
+
+
+def _set_in_parent(name: str, module) -> None:
+    parent, _, child = name.rpartition(".")
+    if parent and sys.modules.get(parent) is not None:
+        setattr(sys.modules[parent], child, module)
+
+
+def _library_restore(ip, saved):
+    for name, m in saved.items():
+        if sys.modules.get(name) is not m.module:
+            sys.modules[name] = m.module
+            _set_in_parent(name, m.module)
+        now = vars(m.module)
+        for k in _added(m):
+            del now[k]
+        for k, v in m.names.items():
+            if now.get(k, _EMPTY) is not v:
+                now[k] = v
+        for f, state in m.functions:
+            if _function_changed(f, state):
+                _function_restore(f, state)
+        for c, names in m.classes:
+            for k in [k for k in vars(c) if k not in names]:
+                delattr(c, k)
+            for k, v in names.items():
+                if vars(c).get(k, _EMPTY) is not v:
+                    setattr(c, k, v)
+
+
+def _genuine_module(name: str):
+    """The course's module `name` executed afresh from the course's read-only files (None where
+    that cannot be done), and put in sys.modules and its package in place of what was there."""
+    root = _state.get("package_dir")
+    if not root:
+        return None
+    base = os.path.join(root, *name.split(".")[1:])
+    if os.path.isfile(os.path.join(base, "__init__.py")):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(base, "__init__.py"),
+                                                      submodule_search_locations=[base])
+    elif os.path.isfile(base + ".py"):
+        spec = importlib.util.spec_from_file_location(name, base + ".py")
+    else:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    before = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:  # noqa: BLE001 -- leave the module as it was; the test then fails as it would
+        if before is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = before
+        return None
+    _set_in_parent(name, module)
+    return module
+
+
+def _differs_from(old, new) -> bool:
+    """Does module `old` (first imported after the baseline) differ from its genuine twin `new`
+    in a function or class that the file defines?"""
+    if old is None:
+        return False
+    old_names = vars(old)
+    for k, v in vars(new).items():
+        mine = old_names.get(k, _EMPTY)
+        if isinstance(v, types.FunctionType):
+            if not isinstance(mine, types.FunctionType) or mine.__code__ != v.__code__:
+                return True
+        elif isinstance(v, type) and v.__dict__.get("__module__") == new.__name__:
+            if not isinstance(mine, type) or mine.__qualname__ != v.__qualname__:
+                return True
+    return False
+
+
+def _adopt(course: bool) -> list[str]:
+    """Modules of the libraries first imported since the baseline join the snapshot. A course
+    module (course=True) is loaded afresh from the course's files first, and the notebook's names
+    for what the student's copy held point to the genuine objects (flagged where that copy
+    differed); a library module (course=False, after the guard's restores) is taken as it is."""
+    saved, flags = _state["library"], []
+    for name in _library_names():
+        if name in saved or _course_module(name) != course:
+            continue
+        if course:
+            old = sys.modules.get(name)
+            new = _genuine_module(name)
+            if new is not None and old is not None:
+                if _differs_from(old, new):
+                    flags.append("replaced library function")
+                _rebind(_state["shell"].user_ns, old, new)
+        saved.update(_library_take([name]))
+    return flags
+
+
+def _rebind(namespace: dict, old, new) -> None:
+    """Names in `namespace` bound to a function or class of module `old` (or to `old`) now name
+    those of module `new`."""
+    mine = {id(v): k for k, v in vars(old).items() if isinstance(v, (types.FunctionType, type))}
+    for key, value in list(namespace.items()):
+        if id(value) in mine and mine[id(value)] in vars(new):
+            namespace[key] = vars(new)[mine[id(value)]]
+        elif value is old:
+            namespace[key] = new
 
 
 def _nothing(ip):
@@ -240,6 +533,7 @@ def _nothing(ip):
 
 
 CHECKS = (
+    Check("import system (sys.path, sys.meta_path)", _imports_snapshot, _imports_changed, _imports_restore),
     Check("sys.settrace/setprofile", _trace_snapshot, _trace_changed, _trace_restore),
     Check("builtins", _builtins_snapshot, _builtins_changed, _builtins_restore),
     Check("IPython traceback display", *_methods(TRACEBACK_NAMES)),
@@ -251,19 +545,33 @@ CHECKS = (
     Check("IPython events", _events_snapshot, _events_changed, _events_restore),
     Check("replaced library function", _numpy_snapshot, _numpy_changed, _numpy_restore),
     Check("replaced library function", _nothing, _torch_changed, _torch_restore),
+    Check("replaced library function", _library_snapshot, _library_changed, _library_restore),
     Check("replaced library function", _nothing, _course_checks_changed, _course_checks_restore),
 )
+LIBRARY = len(CHECKS) - 2   # the library snapshot's place in CHECKS (modules adopted later join it)
 
 # --- the three entry points ------------------------------------------------------------------------
 
 _state: dict = {}
 
 
-def install(nonce: str) -> None:
-    """Snapshot every hook (the hidden first cell calls this before any student code runs)."""
+def install(nonce: str, preload=()) -> None:
+    """Snapshot every hook (the hidden first cell calls this before any student code runs), after
+    taking the working directory off sys.path and importing `preload` (what the assignment's
+    notebooks import: their namespaces are snapshotted before any student code can change them)."""
     from IPython import get_ipython
     ip = get_ipython()
-    _state.update(nonce=nonce, shell=ip, saved=[c.snapshot(ip) for c in CHECKS])
+    sys.path[:] = [p for p in sys.path if not _writable_path(p)]
+    spec = importlib.util.find_spec(COURSE_PACKAGE)
+    _state.update(nonce=nonce, shell=ip,
+                  package_dir=spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else None)
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 -- the notebook then fails on it as it would without the grader
+            continue
+    _state["saved"] = [c.snapshot(ip) for c in CHECKS]
+    _state["library"] = _state["saved"][LIBRARY]
 
 
 def _changed() -> list[Check]:
@@ -278,11 +586,12 @@ def _answer(flags) -> str:
 def guard() -> str:
     """Put every changed hook back; answer with the nonce and the flags of what had to be restored."""
     ip = _state["shell"]
-    fixed = []
+    fixed = _adopt(course=True)
     for check, saved in zip(CHECKS, _state["saved"]):
         if check.changed(ip, saved):
             check.restore(ip, saved)
             fixed.append(check.flag)
+    _adopt(course=False)
     still = [c.flag for c in _changed()]
     if still:
         raise RuntimeError(f"the grader could not restore {sorted(set(still))}")

@@ -46,7 +46,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
-from traitlets import Bool, DottedObjectName, Dict, Int, Type, Unicode, default
+from traitlets import Bool, DottedObjectName, Dict, Int, List, Type, Unicode, default
 import zmq.asyncio
 
 from dlcourse.grading._kernel_stage import KEEP_ENV
@@ -362,6 +362,8 @@ class SandboxedExecute(_execute_base()):
     report_path = Unicode(help="where the integrity report is written (JSON list of flags)").tag(config=True)
     stages_path = Unicode(help="where the stage times are written (JSON: kernel_start, imports, execution)"
                           ).tag(config=True)
+    preload = List(Unicode(), help="modules the baseline imports before it snapshots the libraries (what the "
+                   "assignment's notebooks import: kernel_template.notebook_imports)").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         kwargs["kernel_manager_class"] = SandboxedKernelManager
@@ -371,7 +373,7 @@ class SandboxedExecute(_execute_base()):
         self._final = None
 
     def preprocess(self, nb, resources=None, km=None):
-        first = new_code_cell(baseline_source(self.nonce))
+        first = new_code_cell(baseline_source(self.nonce, self.preload))
         last = new_markdown_cell("")  # where the final check runs; never executed as a cell
         first.id, last.id = f"dlg-first-{self.nonce[:8]}", f"dlg-last-{self.nonce[:8]}"
         nb.cells = [first, *nb.cells, last]
@@ -423,6 +425,7 @@ class SandboxedExecute(_execute_base()):
                   "execution": (own[-1][2] - own[0][2]) if own else 0.0}
         if self._kernel_mb is not None:   # a forked kernel is not the worker's child: its own peak
             stages["kernel_mb"] = self._kernel_mb
+        stages["student_cells"] = len(own)   # cells of the notebook that started: after one, what happens is the student's
         Path(self.stages_path).write_text(json.dumps(stages))
 
     def _ask(self, expression: str) -> list[str] | None:
