@@ -482,14 +482,33 @@ def _scores(gb, assignment: str, student: str) -> dict:
         gb.close()   # the session and the pooled connections; the engine (and its compiled SQL) stays
 
 
-def _store(root: Path, assignment: str, student: str, files: dict[str, bytes], timestamp: str | None) -> None:
+def _store(root: Path, assignment: str, student: str, files: dict[str, bytes], timestamp: str | None,
+           origin: Path | None = None, copies: dict[str, bytes] | None = None) -> None:
+    """Keep a student's files (and `copies`: a renamed notebook under its expected name) in
+    submitted/<student>/<assignment>/ and nowhere else: the id and every name are checked again,
+    and no link on the way is written through. In place (`origin` is that folder: the course's own
+    submitted/ is graded), nothing there is removed and a file is written only if it differs;
+    otherwise the folder is replaced by exactly these files."""
+    if subs.student_id(student) != student:
+        raise ValueError(f"{student!r} is not a student id in its normal form")
+    written = {**files, **(copies or {})}
+    for name in written:
+        subs.plain_name(name)
     target = root / "submitted" / student / assignment
-    if target.exists():
+    for folder in (target.parent, target):
+        if folder.is_symlink():
+            raise ValueError(f"{folder} is a symbolic link: nothing is written through it")
+    in_place = origin is not None and target.is_dir() and os.path.samefile(origin, target)
+    if target.exists() and not in_place:
         shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for name, data in files.items():
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        (target / name).write_bytes(data)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, data in written.items():
+        path = target / name
+        if in_place and path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+            continue
+        tmp = target / f".{name}.dlcourse-new"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)   # replaces a link itself, never what it points to
     if timestamp and "timestamp.txt" not in files:
         (target / "timestamp.txt").write_text(timestamp)
 
@@ -542,15 +561,20 @@ class Outcome:
     failure: Failure | None = None  # why an attempt failed (None: it did not, or a remote worker's)
 
 
-def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs: dict, state: dict, save) -> list[Job]:
+def _plan(root: Path, assignment: str, taken: "subs.Intake", notebooks: list, source_nbs: dict, state: dict,
+          save) -> list[Job]:
     """Store every submission, validate it and scan it; a Job for each student that must be graded
-    (those whose files changed or whose last outcome was not final). Rejected ones are saved here."""
+    (those whose files changed or whose last outcome was not final). Entries the intake rejected
+    and submissions that fail validation are saved here, each with its reason."""
     jobs = []
-    for student, files in sorted(found.items()):
+    for name, reason in sorted(taken.rejected.items()):
+        save(name, Row(student=name, status="failed", reason=reason, final=True, notes=[], flags=[]))
+    for student, sub in sorted(taken.students.items()):
+        files = sub.files
         h = subs.digest(files)
         if state.get(student, {}).get("hash") == h and state[student].get("final"):
             continue
-        row = Row(student=student, hash=h, notes=[], flags=[], final=True)
+        row = Row(student=student, hash=h, notes=list(sub.notes), flags=[], final=True)
         to_grade = dict(files)
         for nb in notebooks:
             chosen, message = subs.pick_notebook(files, nb)
@@ -566,13 +590,12 @@ def _plan(root: Path, assignment: str, found: dict, notebooks: list, source_nbs:
                 break
             row["notes"] += verdict.notes
             row["flags"] += static_scan(verdict.editable_sources)
-        _store(root, assignment, student, files, None)
+        # a renamed notebook: the original stays as it was, a copy is graded
+        copies = {} if "status" in row else {n: d for n, d in to_grade.items() if n not in files}
+        _store(root, assignment, student, files, None, sub.origin, copies)
         if "status" in row:
             save(student, row)
             continue
-        if to_grade != files:  # a renamed notebook: the original stays as it was, a copy is graded
-            for name, data in to_grade.items():
-                (root / "submitted" / student / assignment / name).write_bytes(data)
         jobs.append(Job(student, row))
     return jobs
 
@@ -816,10 +839,13 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         raise ValueError(f"no notebooks in {source_dir}")
     template = launch_template(settings, sorted(source_dir.glob("*.ipynb")))   # imports while the batch is planned
     try:
-        found = subs.collect(source, list(source_nbs), assignment)
+        submitted, src = (root / "submitted").resolve(), Path(source).resolve()
+        if src != submitted and (submitted.is_relative_to(src) or src.is_relative_to(submitted)):
+            raise ValueError(f"grade the course's submitted/ folder itself or an export, not {src}")
+        taken = subs.intake(src, list(source_nbs), assignment)   # a bad entry fails alone, with a reason
         _one_engine_per_database()   # the workers inherit the engines, their SQL compiled by the batch's reads
         _check_schemas_once()
-        cfg, url, notebooks = _prepare(root, assignment, settings, sorted(found))
+        cfg, url, notebooks = _prepare(root, assignment, settings, sorted(taken.students))
         gradebook = Gradebook(url, "dlcourse")   # one for the batch's reads: its SQL is compiled once
         gradebook.close()   # no connection open when the workers are forked (each read opens one)
 
@@ -832,7 +858,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
             tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
             os.replace(tmp, state_path)
 
-        todo = _plan(root, assignment, found, notebooks, source_nbs, state, save)
+        todo = _plan(root, assignment, taken, notebooks, source_nbs, state, save)
         if not todo and template is not None:
             template.stop()
             template = None
@@ -861,7 +887,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         if template is not None:
             template.stop()
 
-    rows = [dict(state[s], student=s) for s in sorted(state) if s in found]
+    rows = [dict(state[s], student=s) for s in sorted(state) if s in taken.students or s in taken.rejected]
     for row in rows:  # scores as the gradebook has them now: manual grades given since the last run count
         if row.get("status") in ("graded", "late"):
             fresh = _scores(gradebook, assignment, row["student"])

@@ -38,6 +38,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
@@ -45,6 +46,7 @@ from queue import Empty
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+from nbclient.util import run_sync
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from traitlets import Bool, DottedObjectName, Dict, Int, List, Type, Unicode, default
 import zmq.asyncio
@@ -306,7 +308,8 @@ class SandboxedKernelManager(AsyncKernelManager):
             os.chown(self._fifo, self.uid, self.uid)
         await super()._async_launch_kernel(kernel_cmd, **kw)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._fork_from_template, kw["env"], extra)
+            await asyncio.get_running_loop().run_in_executor(None, self._fork_from_template, kw["env"], extra,
+                                                       kw.get("stdout"))
         except (TemplateError, OSError) as error:
             print(f"[WARNING] {error}; this kernel starts afresh", flush=True)
             await self.provisioner.kill()
@@ -314,12 +317,13 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.template_socket = ""
             await super()._async_launch_kernel(self.format_kernel_cmd() + extra, **kw)
 
-    def _fork_from_template(self, env: dict, extra: list[str]) -> None:
+    def _fork_from_template(self, env: dict, extra: list[str], log_fd: int | None = None) -> None:
         anchor = find_anchor(self.provisioner.process.pid)
         request = {"sandbox_pid": anchor, "fifo": self._fifo, "connection_file": self.connection_file,
                    "settings": self._stage_settings(), "env": env, "cgroup_procs": self.cgroup_procs,
                    "kernel_args": extra}
-        self.forked_pid = fork_kernel(self.template_socket, request, sys.stdout.fileno())
+        self.forked_pid = fork_kernel(self.template_socket, request,
+                                      sys.stdout.fileno() if log_fd is None else log_fd)
 
     @property
     def ipykernel(self) -> bool:
@@ -348,6 +352,160 @@ def is_autograded_test(cell) -> bool:
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
+# --- output caps: what a notebook keeps of a submission's output, and what reaches the log ---
+OUTPUT_KINDS = ("stream", "display_data", "execute_result", "error", "update_display_data")
+STUB_CHARS, STUBS = 1000, 20   # past the cap, an error, stderr or result is kept this short, this many per cell
+TRUNCATED = "output truncated: {dropped:,} bytes not kept (the grader keeps {cell} per cell and {notebook} per notebook)"
+
+
+def output_bytes(obj) -> int:
+    """Bytes of the text and data in (part of) a message: the UTF-8 of every string, binary lengths."""
+    total, todo = 0, [obj]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, str):
+            total += len(x) if x.isascii() else len(x.encode("utf-8", "surrogatepass"))
+        elif isinstance(x, dict):
+            todo += [*x.keys(), *x.values()]
+        elif isinstance(x, (list, tuple)):
+            todo += x
+        elif isinstance(x, (bytes, bytearray)):
+            total += len(x)
+    return total
+
+
+def _head(text: str, nbytes: int) -> str:
+    """The longest start of `text` that is at most `nbytes` bytes of UTF-8."""
+    if text.isascii():
+        return text[:nbytes]
+    return text.encode("utf-8", "surrogatepass")[:nbytes].decode("utf-8", "ignore")
+
+
+def _size_text(n: float) -> str:
+    return "no limit" if n == float("inf") else f"{n / 2**20:g} MB" if n >= 2**20 else f"{n:,} bytes"
+
+
+class OutputCap:
+    """What one notebook keeps of its output, decided as each IOPub message arrives (`admit`), so
+    a flood never piles up in the grader: output that fits the bytes left for its cell and for the
+    notebook is kept exactly as it came; past them stdout (the part that fits) and displays are
+    dropped, while what nbgrader scores by (an error, stderr, the result) is kept shortened to
+    STUB_CHARS, STUBS per cell. A cell that lost output shows TRUNCATED (`show`). Cleared output
+    (clear_output) gives its bytes back; an update of a display counts what it adds."""
+
+    def __init__(self, cell_bytes: int, notebook_bytes: int, nb=None):
+        self.cell_max = float("inf") if cell_bytes < 0 else cell_bytes
+        self.nb_max = float("inf") if notebook_bytes < 0 else notebook_bytes
+        self.nb, self.nb_kept, self.cell = nb, 0, None
+
+    def _start(self, cell) -> None:
+        self.cell, self.cell_kept, self.dropped, self.stubs, self.note, self.clear_pending = cell, 0, 0, 0, None, False
+
+    def _clear(self) -> None:
+        self.nb_kept -= self.cell_kept
+        self.cell_kept, self.stubs, self.clear_pending = 0, 0, False
+
+    def admit(self, msg: dict, cell, displayed) -> dict | None:
+        """The message to handle: itself while it fits, a shortened copy, or None (dropped).
+        displayed(display_id) -> (how many outputs show that display, their bytes now)."""
+        if cell is not self.cell:
+            self._start(cell)
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "clear_output":
+            if content.get("wait"):
+                self.clear_pending = True
+            else:
+                self._clear()
+            return msg
+        if kind not in OUTPUT_KINDS:
+            return msg
+        if self.clear_pending and kind != "update_display_data":   # nbclient clears before this output
+            self._clear()
+        size = output_bytes(content.get("text", "")) if kind == "stream" else output_bytes(content)
+        cost = 0 if kind == "update_display_data" else size
+        display_id = (content.get("transient") or {}).get("display_id") if kind != "stream" else None
+        if display_id:
+            count, now = displayed(display_id)
+            cost += size * count - now
+        room = min(self.cell_max - self.cell_kept, self.nb_max - self.nb_kept)
+        if cost <= room:
+            self.cell_kept += cost
+            self.nb_kept += cost
+            return msg
+        return self._shorten(msg, kind, content, size, max(0, int(room)))
+
+    def _shorten(self, msg: dict, kind: str, content: dict, size: int, room: int) -> dict | None:
+        keep = None
+        if kind == "stream":
+            n = room
+            if content.get("name") == "stderr" and n < STUB_CHARS and self.stubs < STUBS:
+                n, self.stubs = STUB_CHARS, self.stubs + 1
+            if n > 0:
+                keep = {**content, "text": _head(str(content.get("text", "")), n)}
+        elif kind in ("execute_result", "error") and self.stubs < STUBS:
+            self.stubs += 1
+            if kind == "execute_result":
+                plain = str(content.get("data", {}).get("text/plain", ""))
+                keep = {"data": {"text/plain": _head(plain, STUB_CHARS)}, "metadata": {},
+                        "execution_count": content.get("execution_count")}
+            else:
+                tb = [str(line) for line in content.get("traceback", [])]
+                tb = tb if len(tb) <= 2 else [tb[0], "... traceback truncated ...", tb[-1]]
+                keep = {"ename": _head(str(content.get("ename", "")), STUB_CHARS // 4),
+                        "evalue": _head(str(content.get("evalue", "")), STUB_CHARS),
+                        "traceback": [_head(line, STUB_CHARS // 2) for line in tb]}
+        kept = output_bytes(keep.get("text", "")) if kind == "stream" and keep else output_bytes(keep) if keep else 0
+        counted = min(kept, room) if kind == "stream" else 0   # a stub is bounded by STUBS, not by the budget
+        self.cell_kept += counted
+        self.nb_kept += counted
+        self.dropped += max(0, size - kept)
+        return None if keep is None else {**msg, "content": keep}
+
+    def show(self, cell) -> None:
+        """The note in `cell` that says how many bytes of its output were not kept (a display:
+        nbgrader's LimitOutput drops stream lines, never this; it scores nothing)."""
+        if cell is not self.cell or not self.dropped:
+            return
+        text = TRUNCATED.format(dropped=self.dropped, cell=_size_text(self.cell_max), notebook=_size_text(self.nb_max))
+        if self.note is None or not any(o is self.note for o in cell.outputs):
+            self.note = new_output("display_data", data={"text/plain": text}, metadata={})
+            cell.outputs.append(self.note)
+        else:
+            self.note["data"]["text/plain"] = text
+
+
+class _LogTap:
+    """A pipe for the kernel's own stdout and stderr (what it writes to its file descriptors,
+    not the notebook's output): the first `limit` bytes go on to `fd` (the grader's log), the rest
+    is counted and dropped, and a last line says how much. Copied by a thread until every
+    writer (the kernel and its children) has closed its end."""
+
+    def __init__(self, fd: int, limit: int):
+        self.read_fd, self.write_fd = os.pipe()
+        self.out, self.limit = os.dup(fd), limit
+        threading.Thread(target=self._copy, daemon=True, name="kernel-log").start()
+
+    def _write(self, data: bytes) -> None:
+        while data:
+            data = data[os.write(self.out, data):]
+
+    def _copy(self) -> None:
+        kept = dropped = 0
+        try:
+            while chunk := os.read(self.read_fd, 2**16):
+                room = max(0, self.limit - kept)
+                self._write(chunk[:room])
+                kept += min(room, len(chunk))
+                dropped += len(chunk) - min(room, len(chunk))
+            if dropped:
+                self._write(f"\n[grader] the kernel wrote {dropped:,} more bytes to its stdout/stderr: not kept\n".encode())
+        except OSError:
+            pass
+        finally:
+            os.close(self.read_fd)
+            os.close(self.out)
+
+
 class SandboxedExecute(_execute_base()):
     """nbgrader's Execute with the sandboxed kernel, plus an integrity check around the notebook
     (see integrity.py): a hidden first cell snapshots the interpreter's hooks; right before every
@@ -364,6 +522,14 @@ class SandboxedExecute(_execute_base()):
                           ).tag(config=True)
     preload = List(Unicode(), help="modules the baseline imports before it snapshots the libraries (what the "
                    "assignment's notebooks import: kernel_template.notebook_imports)").tag(config=True)
+    max_cell_output_bytes = Int(2**20, help="bytes of output one cell keeps, counted as it arrives; past them "
+                                "stdout and displays are dropped, what nbgrader scores by is kept short, and a "
+                                "note says how much was not kept (OutputCap; -1: no limit)").tag(config=True)
+    max_notebook_output_bytes = Int(5 * 2**20, help="bytes of output the whole notebook keeps (as "
+                                    "max_cell_output_bytes; -1: no limit)").tag(config=True)
+    kernel_log_bytes = Int(2**16, help="bytes of the kernel's own stdout and stderr (its file descriptors, not the "
+                           "notebook's output) copied to the grader's log; the rest is counted (-1: no limit)"
+                           ).tag(config=True)
 
     def __init__(self, *args, **kwargs):
         kwargs["kernel_manager_class"] = SandboxedKernelManager
@@ -371,6 +537,42 @@ class SandboxedExecute(_execute_base()):
         self.kernel_name = "python3"  # never the submission's kernelspec
         self._restored = set()
         self._final = None
+
+    def process_message(self, msg, cell, cell_index):
+        """nbclient's, on what the output caps (OutputCap) let through."""
+        cap = getattr(self, "_output_cap", None)
+        if cap is None or cap.nb is not self.nb:
+            cap = self._output_cap = OutputCap(self.max_cell_output_bytes, self.max_notebook_output_bytes, self.nb)
+        admitted = cap.admit(msg, cell, self._displayed)
+        try:
+            return None if admitted is None else super().process_message(admitted, cell, cell_index)
+        finally:
+            cap.show(cell)
+
+    def _displayed(self, display_id: str) -> tuple[int, int]:
+        """How many outputs show `display_id`, and their bytes now (an update replaces them all)."""
+        count = size = 0
+        for index, positions in self._display_id_map.get(display_id, {}).items():
+            outputs = self.nb.cells[index].outputs
+            for p in positions:
+                if p < len(outputs):
+                    count += 1
+                    size += output_bytes(outputs[p].get("data", {})) + output_bytes(outputs[p].get("metadata", {}))
+        return count, size
+
+    async def async_start_new_kernel(self, **kwargs):
+        """nbclient's, with the kernel's stdout and stderr going to the log through a _LogTap."""
+        tap = _LogTap(sys.stdout.fileno(), self.kernel_log_bytes) if self.kernel_log_bytes >= 0 else None
+        if tap is not None:
+            kwargs.setdefault("stdout", tap.write_fd)
+            kwargs.setdefault("stderr", tap.write_fd)
+        try:
+            await super().async_start_new_kernel(**kwargs)
+        finally:
+            if tap is not None:
+                os.close(tap.write_fd)   # the kernel has its own copy: the tap ends when the kernel does
+
+    start_new_kernel = run_sync(async_start_new_kernel)
 
     def preprocess(self, nb, resources=None, km=None):
         first = new_code_cell(baseline_source(self.nonce, self.preload))
