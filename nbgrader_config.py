@@ -44,9 +44,12 @@ c.IgnorePattern.pattern = r"\w*Warning\b"
 # `dlcourse-grade --duedate`) scores 0; set "none" to grade late work like the rest.
 c.LateSubmissionPlugin.penalty_method = "zero"
 
-# Feedback must not show hidden tests: neither their source nor their tracebacks.
+# Feedback must not show hidden tests: neither their source, nor their tracebacks, nor an
+# output that quotes them; and no student HTML that could run in the reader's browser.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    "dlcourse.grading.sanitize.SanitizeStudentOutput",
+    "dlcourse.grading.redact.RedactHiddenSource",
     "dlcourse.grading.preprocessors.HideHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
