@@ -6,7 +6,8 @@ function); the parts that test those functions must score 0 and every other part
 points. Two students write every function correctly but differently (another formulation, loops,
 float32 arithmetic, retain_grad instead of autograd.grad): they keep full marks. Two students call
 the reference implementations (nn.RNNCell's functional form, nn.LSTMCell, torch.lstm_cell,
-dlcourse.rnn): those parts score 0 and say why.
+dlcourse.rnn): those parts score 0 and say why, and the visible check of the part already says so (a student
+sees it before handing in). So does an input changed in place (the LSTM's c updated with mul_ and add_).
 
 The mistakes are the ones students make with these cells: another gate order (i, f, o, g as in some
 course materials; z, r, n for the GRU), a sigmoid on the LSTM candidate, h = o * c without the tanh or
@@ -20,7 +21,7 @@ from nbgrader_harness import graded_test_ids, make_course, part_scores, submit_c
 
 ASSIGNMENT, NOTEBOOK = "ps_lstm", "lstm"
 POINTS = {"test_rnn_cell": 2, "test_lstm_cell": 3, "test_lstm": 2, "test_gru_cell": 3,
-          "test_state_gradient_norms": 2}
+          "test_state_gradient_norms": 2, "test_written_key": 0}
 PART_OF = {"rnn_cell": "test_rnn_cell", "lstm_cell": "test_lstm_cell", "lstm": "test_lstm",
            "gru_cell": "test_gru_cell", "state_gradient_norms": "test_state_gradient_norms"}
 
@@ -264,6 +265,14 @@ def gru_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
 """),
 }
 
+IN_PLACE = {  # name -> (function, source): right values, but the caller's input is overwritten
+    "lstm_c_in_place": ("lstm_cell", LSTM_HEAD + """
+    i, f, g, o = a.chunk(4, dim=-1)
+    c.mul_(torch.sigmoid(f)).add_(torch.sigmoid(i) * torch.tanh(g))
+    return torch.sigmoid(o) * torch.tanh(c), c
+"""),
+}
+
 REFERENCE_CALLS = {  # name -> (function, source): calls what the exercise asks to write
     "calls_torch_rnn_tanh_cell": ("rnn_cell", """
 def rnn_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
@@ -310,10 +319,12 @@ STUDENTS = {  # student -> the planted answers (at most one per function)
     "gina": ["lstm_bias_assumed"],
     "grace": ["rnn_linear", "lstm_gate_slices", "unroll_preallocated", "gru_interpolation", "bptt_retain_grad"],
     "heidi": ["rnn_row_loop", "lstm_float32", "unroll_recursive", "gru_float32_slices", "bptt_per_state_grad"],
-    "ivan": ["calls_torch_rnn_tanh_cell", "calls_nn_LSTMCell", "calls_dlcourse_lstm", "calls_dlcourse_gru_cell"],
+    "ivan": ["calls_torch_rnn_tanh_cell", "calls_nn_LSTMCell", "calls_dlcourse_gru_cell"],
     "judy": ["calls_torch_lstm_cell"],
+    "kim": ["lstm_c_in_place"],
+    "liam": ["calls_dlcourse_lstm"],   # alone: lstm's visible guard is used only when lstm_cell keeps the rules
 }
-ANSWERS = {**WRONG, **CORRECT, **REFERENCE_CALLS}
+ANSWERS = {**WRONG, **CORRECT, **REFERENCE_CALLS, **IN_PLACE}
 
 
 def expected_parts(student):
@@ -388,12 +399,23 @@ def test_gru_bias_mistake_is_named_by_the_visible_check(course):
     assert "r multiplies b_hn" in out, out
 
 
+def test_gru_update_gate_swap_is_named_by_the_visible_check(course):
+    out = cell_output(course, "dave", "test_gru_cell")
+    assert "z and 1 - z are swapped" in out and "visible tests passed" not in out, out
+
+
+def test_input_changed_in_place_scores_zero_and_the_visible_check_says_so(course, scores):
+    assert parts(scores, "kim")["test_lstm_cell"] == 0
+    out = cell_output(course, "kim", "test_lstm_cell")
+    assert "changed its input `c` in place" in out and "visible tests passed" not in out, out
+
+
 @pytest.mark.parametrize("student, part, reference", [
     ("ivan", "test_rnn_cell", "rnn_tanh_cell"), ("ivan", "test_lstm_cell", "LSTMCell"),
-    ("ivan", "test_lstm", "dlcourse.rnn.lstm"), ("ivan", "test_gru_cell", "dlcourse.rnn.gru_cell"),
+    ("liam", "test_lstm", "dlcourse.rnn.lstm"), ("ivan", "test_gru_cell", "dlcourse.rnn.gru_cell"),
     ("judy", "test_lstm_cell", "torch.lstm_cell")])
 def test_reference_calls_score_zero_and_say_why(course, scores, student, part, reference):
     assert parts(scores, student)[part] == 0
     out = cell_output(course, student, part)
     assert "reference implementation" in out and reference in out, out
-    assert "visible tests passed" in out, "the visible check should pass: only the hidden guard catches this"
+    assert "visible tests passed" not in out, "the visible check should already name the reference call"
