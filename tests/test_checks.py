@@ -206,3 +206,47 @@ def test_forbidding_dlcourse_imports_none_of_its_modules():
             "print(sorted(m for m in sys.modules if m.startswith('dlcourse.')), 'nbformat' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['dlcourse.checks'] False", out
+
+
+# Every door to a forbidden torch reference that a red team tried: each must raise with the
+# friendly message, and the allowed look-alikes (Tensor.unfold, matmul, exp/sum/log) must not.
+def _conv_default(x, w, conv=torch.nn.functional.conv2d):   # bound before the block opens
+    return conv(x, w)
+
+
+_X, _W = torch.randn(1, 1, 5, 5), torch.randn(1, 1, 3, 3)
+DOORS = {
+    "torch.ops.aten.conv2d": lambda: torch.ops.aten.conv2d(_X, _W),
+    "torch.ops.aten.convolution": lambda: torch.ops.aten.convolution(_X, _W, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),
+    "torch._C._VariableFunctions.max_pool2d": lambda: torch._C._VariableFunctions.max_pool2d(_X, 2),
+    "a default argument bound to F.conv2d": lambda: _conv_default(_X, _W),
+    "an nn.Conv2d made before the block": lambda: _CONV(_X),
+    "F.unfold": lambda: torch.nn.functional.unfold(_X, 2),
+}
+_CONV = torch.nn.Conv2d(1, 1, 3)
+ALLOWED = {"Tensor.unfold": lambda: _X.unfold(2, 2, 1), "matmul": lambda: _X @ _X, "mul and sum": lambda: (_X * 2).sum()}
+CONV_REFERENCES = ("torch.nn.functional.conv2d", "torch.conv2d", "torch.nn.functional.max_pool2d", "torch.max_pool2d",
+                   "torch.nn.functional.unfold", "torch.nn.Conv2d")
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_references_forbidden_closes_every_door_to_a_torch_reference(door):
+    with pytest.raises(ReferenceUsedError, match="your code calls torch"):
+        with references_forbidden(*CONV_REFERENCES, part="conv2d"):
+            DOORS[door]()
+
+
+@pytest.mark.parametrize("call", list(ALLOWED))
+def test_references_forbidden_lets_the_allowed_look_alikes_run(call):
+    with references_forbidden(*CONV_REFERENCES, part="conv2d"):
+        ALLOWED[call]()
+
+
+def test_a_forbidden_torch_function_is_also_closed_as_a_tensor_method():
+    z = torch.randn(3, 4)
+    with pytest.raises(ReferenceUsedError, match=r"torch.logsumexp \(through the Tensor method .logsumexp\)"):
+        with references_forbidden("torch.logsumexp", part="log_sum_exp"):
+            z.logsumexp(dim=1)
+    with references_forbidden("torch.logsumexp", part="log_sum_exp"):
+        m = z.max(dim=1, keepdim=True).values
+        (m + (z - m).exp().sum(dim=1, keepdim=True).log()).squeeze(1)

@@ -180,6 +180,89 @@ class _LoadThenBlock:
         self.hook.block(_callables(module, root))
 
 
+# The aten operators that each forbidden PyTorch reference is (torch.ops.aten.<name>, whatever
+# overload): references_forbidden watches every torch call with a TorchFunctionMode, PyTorch's
+# own interception point, which sees the object called whatever door the student's code took
+# (torch.ops.aten.*, torch._C._VariableFunctions.*, a Tensor method, a default argument bound
+# before the block, the forward of an nn.Module). (A TorchDispatchMode would see one level
+# deeper, but its first use imports some 800 modules of torch: a second per grading kernel.)
+_CONV = ("convolution", "_convolution", "conv1d", "conv2d", "convolution_overrideable", "mkldnn_convolution",
+         "_slow_conv2d_forward", "thnn_conv2d", "_conv_depthwise2d", "slow_conv_dilated2d")
+_POOL = ("max_pool2d", "max_pool2d_with_indices", "mkldnn_max_pool2d", "quantized_max_pool2d")
+_DROPOUT = ("dropout", "dropout_", "native_dropout", "feature_dropout", "feature_dropout_")
+_BCE = ("binary_cross_entropy",)
+_BCE_LOGITS = ("binary_cross_entropy_with_logits",)
+_SDPA = ("scaled_dot_product_attention", "_scaled_dot_product_attention_math", "_scaled_dot_product_flash_attention",
+         "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+         "_scaled_dot_product_cudnn_attention", "_fused_sdp_choice")
+_MHA = ("_native_multi_head_attention",)
+ATEN_OPS = {
+    "torch.nn.functional.conv1d": _CONV, "torch.nn.functional.conv2d": _CONV, "torch.conv1d": _CONV,
+    "torch.conv2d": _CONV, "torch.nn.Conv1d": _CONV, "torch.nn.Conv2d": _CONV,
+    "torch.nn.functional.max_pool2d": _POOL, "torch.max_pool2d": _POOL, "torch.nn.MaxPool2d": _POOL,
+    "torch.nn.functional.unfold": ("im2col",), "torch.nn.Unfold": ("im2col",),
+    "torch.nn.functional.dropout": _DROPOUT, "torch.dropout": _DROPOUT, "torch.nn.Dropout": _DROPOUT,
+    "torch.logsumexp": ("logsumexp",),
+    "torch.nn.functional.binary_cross_entropy": _BCE, "torch.nn.BCELoss": _BCE,
+    "torch.nn.functional.binary_cross_entropy_with_logits": _BCE_LOGITS, "torch.nn.BCEWithLogitsLoss": _BCE_LOGITS,
+    "torch.nn.functional.scaled_dot_product_attention": _SDPA,
+    "torch.nn.functional.multi_head_attention_forward": _MHA, "torch.nn.MultiheadAttention": _MHA,
+    "torch.lstm": ("lstm",), "torch.lstm_cell": ("lstm_cell",), "torch.gru": ("gru",), "torch.gru_cell": ("gru_cell",),
+    "torch.rnn_tanh": ("rnn_tanh",), "torch.rnn_tanh_cell": ("rnn_tanh_cell",), "torch.rnn_relu_cell": ("rnn_relu_cell",),
+    "torch.nn.LSTM": ("lstm",), "torch.nn.LSTMCell": ("lstm_cell",), "torch.nn.GRU": ("gru",),
+    "torch.nn.GRUCell": ("gru_cell",), "torch.nn.RNN": ("rnn_tanh", "rnn_relu"),
+    "torch.nn.RNNCell": ("rnn_tanh_cell", "rnn_relu_cell"),
+}
+
+
+def _op_name(func) -> str | None:
+    """'convolution' for aten.convolution.default or torch.ops.aten.convolution; None for others."""
+    packet = getattr(func, "overloadpacket", func)
+    name = getattr(packet, "_qualified_op_name", None)
+    return name.split("::", 1)[1] if isinstance(name, str) and name.startswith("aten::") else None
+
+
+class _ForbiddenOps:
+    """The torch side of references_forbidden: a TorchFunctionMode that sees every torch function,
+    Tensor method and torch.ops call by the object called. `objects`: {id(callable): target};
+    `ops`: {aten operator name: target}; `refuse(target, door)` raises (and remembers the call);
+    `importing()`: a module imported in the block runs its own code (not the student's call)."""
+
+    def __init__(self, objects: dict, ops: dict, refuse, importing):
+        from torch.overrides import TorchFunctionMode
+        watch = self
+
+        class Watch(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                target = watch.objects.get(id(func)) or watch.ops.get(_op_name(func) or "")
+                if target and not watch.importing():
+                    watch.refuse(target, _door(func))
+                return func(*args, **(kwargs or {}))
+
+        self.objects, self.ops, self.refuse, self.importing = objects, ops, refuse, importing
+        self.mode = Watch()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+        return False
+
+
+def _door(func) -> str:
+    """How a student's code reached a torch callable, in words for the message."""
+    op = _op_name(func)
+    if op:
+        return f"torch.ops.aten.{op}"
+    owner = getattr(func, "__objclass__", None)
+    if owner is not None and issubclass(owner, torch._C.TensorBase):
+        return f"the Tensor method .{func.__name__}"
+    module = getattr(func, "__module__", None) or "torch"
+    return f"{module}.{getattr(func, '__name__', func)}"
+
+
 @contextmanager
 def references_forbidden(*targets: str, namespace: dict | None = None, part: str = "this part"):
     """Run the code in the block with the given reference implementations made unusable.
@@ -227,6 +310,20 @@ def references_forbidden(*targets: str, namespace: dict | None = None, part: str
         except ImportError:
             pass
     hook = _BlockOnImport(packages, block)
+    objects, ops = {}, {}
+    torch_targets = [t for t in targets if t.startswith("torch.")]
+    for target in torch_targets:
+        for *_, obj, _name in _resolve(target):
+            objects[id(obj)] = target
+            method = getattr(torch.Tensor, target.rpartition(".")[2], None)
+            if target.count(".") == 1 and method is not None:   # torch.logsumexp: also z.logsumexp()
+                objects[id(method)] = target
+        ops.update({op: target for op in ATEN_OPS.get(target, ())})
+
+    def refuse_op(target, door):
+        calls.append(target if door.endswith(target) else f"{target} (through {door})")
+        raise ReferenceUsedError(_reference_message(calls[-1], part))
+    watch = _ForbiddenOps(objects, ops, refuse_op, hook.importing) if torch_targets else None
     try:
         for target in targets:
             block(_resolve(target))
@@ -239,7 +336,11 @@ def references_forbidden(*targets: str, namespace: dict | None = None, part: str
                     renamed.append((key, value))
                     namespace[key] = originals[id(value)]
         try:
-            yield
+            if watch is None:
+                yield
+            else:
+                with watch:
+                    yield
         finally:
             for key, value in renamed:
                 namespace[key] = value

@@ -403,20 +403,47 @@ def _library_snapshot(ip):
 
 
 def _added(saved: _Module) -> list:
-    """Names added to a module since the snapshot that could shadow what its functions use (a
-    submodule imported later is not one of them)."""
+    """Names added to a module since the snapshot that could change what its functions do: in a
+    course module any but a submodule; in a library (which adds names of its own as it loads
+    lazily) those that shadow a builtin its functions would otherwise find."""
     now = vars(saved.module)
+    course = _course_module(saved.module.__name__)
     return [k for k in now.keys() - saved.names.keys()
-            if k != "__warningregistry__" and not isinstance(now[k], types.ModuleType)]
+            if k != "__warningregistry__" and not isinstance(now[k], types.ModuleType)
+            and (course or k in vars(builtins))]
+
+
+def _shadowing_attributes(cls, names: dict) -> list:
+    """Attributes added to class `cls` since the snapshot that hide one of its bases' (torch.Tensor.detach)."""
+    return [k for k in vars(cls).keys() - names.keys()
+            if any(k in vars(base) for base in cls.__mro__[1:])]
+
+
+def _library_rewrap(old, new) -> bool:
+    """Is `new` the library's own wrapper around `old` (functools.wraps in a function of the
+    installation, e.g. torch._dynamo wrapping torch.manual_seed when it is first imported)?"""
+    code = getattr(new, "__code__", None)
+    return getattr(new, "__wrapped__", None) is old and code is not None and _trusted_file(code.co_filename)
+
+
+def _accept_rewraps(saved: _Module) -> None:
+    """Take the libraries' own re-wrapping of a name into the snapshot: it is no tampering."""
+    now = vars(saved.module)
+    for k, v in list(saved.names.items()):
+        new = now.get(k, _EMPTY)
+        if new is not v and _library_rewrap(v, new):
+            saved.names[k] = new
+            saved.functions.extend(_functions_of({k: new}))
 
 
 def _module_changed(name: str, saved: _Module) -> bool:
+    _accept_rewraps(saved)
     now = vars(saved.module)
     return sys.modules.get(name) is not saved.module or len(now) != len(saved.names) and bool(_added(saved)) \
         or any(now.get(k, _EMPTY) is not v for k, v in saved.names.items()) \
         or any(_function_changed(f, state) for f, state in saved.functions) \
         or any(vars(c).get(k, _EMPTY) is not v for c, names in saved.classes for k, v in names.items()) \
-        or any(len(vars(c)) != len(names) for c, names in saved.classes)
+        or any(_shadowing_attributes(c, names) for c, names in saved.classes if len(vars(c)) != len(names))
 
 
 def _library_changed(ip, saved):
@@ -444,7 +471,7 @@ def _library_restore(ip, saved):
             if _function_changed(f, state):
                 _function_restore(f, state)
         for c, names in m.classes:
-            for k in [k for k in vars(c) if k not in names]:
+            for k in _shadowing_attributes(c, names):
                 delattr(c, k)
             for k, v in names.items():
                 if vars(c).get(k, _EMPTY) is not v:
