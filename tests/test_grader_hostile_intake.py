@@ -289,7 +289,7 @@ def test_folder_intake_caps_total_size_and_skips_other_files(tmp_path):
     assert "readme.txt" in taken.rejected
 
 
-@pytest.mark.parametrize("name", ["José", "Zoë.Ng", "李雷", "a.b-c+d@uni.edu", "x" * 100])
+@pytest.mark.parametrize("name", ["José", "Zoë.Ng", "李雷", "a.b-c+d@uni.edu", "john_doe", "x" * 100])
 def test_student_ids_accept_unicode(name):
     assert subs.student_id(unicodedata.normalize("NFD", name)) == name
 
@@ -350,5 +350,9 @@ def test_output_cap_keeps_what_scores_and_notes_the_rest():
     assert len(errors) == 1 and errors[0].ename == "AssertionError" and len(json.dumps(errors[0])) < 5000
     notes = [o for o in cell.outputs if "output truncated" in json.dumps(o)]
     assert len(notes) == 1 and "bytes not kept" in json.dumps(notes[0]), cell.outputs
+    long_name = {"ename": "E" * 2000, "evalue": "v" * 10**6, "traceback": ["t"] * 10**5}
+    cell = _feed(ex, 0, [_msg("error", **long_name)])
+    ex.on_cell_executed(cell=cell, cell_index=0, execute_reply={"content": {"status": "error", **long_name}})
+    assert len(json.dumps(cell.outputs)) < 20_000, "the shell reply's copy of the error must be shortened too"
     second = _feed(ex, 1, flood)   # the notebook's cap: 5,000 bytes were left
     assert sum(len(o.get("text", "")) for o in second.outputs if o.output_type == "stream") == 5000

@@ -381,6 +381,15 @@ def _head(text: str, nbytes: int) -> str:
     return text.encode("utf-8", "surrogatepass")[:nbytes].decode("utf-8", "ignore")
 
 
+def short_error(content: dict) -> dict:
+    """An error's name, value and traceback as a stub keeps them (first and last traceback lines)."""
+    tb = [str(line) for line in content.get("traceback", [])]
+    tb = tb if len(tb) <= 2 else [tb[0], "... traceback truncated ...", tb[-1]]
+    return {"ename": _head(str(content.get("ename", "")), STUB_CHARS // 4),
+            "evalue": _head(str(content.get("evalue", "")), STUB_CHARS),
+            "traceback": [_head(line, STUB_CHARS // 2) for line in tb]}
+
+
 def _size_text(n: float) -> str:
     return "no limit" if n == float("inf") else f"{n / 2**20:g} MB" if n >= 2**20 else f"{n:,} bytes"
 
@@ -449,11 +458,7 @@ class OutputCap:
                 keep = {"data": {"text/plain": _head(plain, STUB_CHARS)}, "metadata": {},
                         "execution_count": content.get("execution_count")}
             else:
-                tb = [str(line) for line in content.get("traceback", [])]
-                tb = tb if len(tb) <= 2 else [tb[0], "... traceback truncated ...", tb[-1]]
-                keep = {"ename": _head(str(content.get("ename", "")), STUB_CHARS // 4),
-                        "evalue": _head(str(content.get("evalue", "")), STUB_CHARS),
-                        "traceback": [_head(line, STUB_CHARS // 2) for line in tb]}
+                keep = short_error(content)
         kept = output_bytes(keep.get("text", "")) if kind == "stream" and keep else output_bytes(keep) if keep else 0
         counted = min(kept, room) if kind == "stream" else 0   # a stub is bounded by STUBS, not by the budget
         self.cell_kept += counted
@@ -548,6 +553,15 @@ class SandboxedExecute(_execute_base()):
             return None if admitted is None else super().process_message(admitted, cell, cell_index)
         finally:
             cap.show(cell)
+
+    def on_cell_executed(self, **kwargs):
+        """nbgrader's (it adds an error that only the shell reply reports), on a reply shortened as
+        the cell's error output was, once the cell's output went past the caps."""
+        cap, reply = getattr(self, "_output_cap", None), kwargs.get("execute_reply") or {}
+        if cap is not None and cap.cell is kwargs.get("cell") and cap.dropped and \
+                reply.get("content", {}).get("status") == "error":
+            kwargs["execute_reply"] = {**reply, "content": {**reply["content"], **short_error(reply["content"])}}
+        return super().on_cell_executed(**kwargs)
 
     def _displayed(self, display_id: str) -> tuple[int, int]:
         """How many outputs show `display_id`, and their bytes now (an update replaces them all)."""

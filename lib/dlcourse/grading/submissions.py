@@ -12,7 +12,7 @@ Nothing inside an entry names another student. Only the assignment's files are t
 notebooks at the top of the student's folder and timestamp.txt (a student with no notebook
 there gets the notebooks found deeper in their own folder, when their names are unique); every
 other file is listed in a note, never read. An id is a name nbgrader and the file system both
-take (`student_id`): NFC Unicode letters, marks, digits and ._@+-. `__MACOSX` and dot files at the
+take (`student_id`): NFC Unicode letters, marks, digits and ._@+-_. `__MACOSX` and dot files at the
 top are the archiver's, not students. An entry that cannot be taken (no id, a symbolic link or
 other special file, a file over MAX_FILE_MB, a student over MAX_SUBMISSION_MB, a damaged zip
 member, nothing to grade) is rejected with a reason for its own row, and the batch goes on.
@@ -41,7 +41,7 @@ MAX_FILE_MB = 50          # one file of a submission (as stat() or the zip's dir
 MAX_SUBMISSION_MB = 100   # all the files of one student's entry together
 MAX_ENTRIES = 2000        # files and folders in one student's entry
 MAX_ID_CHARS, MAX_ID_BYTES = 100, 200   # a folder name must fit in 255 bytes with ".forked.log" added
-ID_SYMBOLS = "._@+-"
+ID_SYMBOLS = "._@+-_"
 FLAT_PREFIX = re.compile(r"^((\d+|LATE)_)+")  # the LMS's submission ids and late marker before the file name
 TIMESTAMP = "timestamp.txt"
 LISTED = 5                # file names a note lists before "and N more"
@@ -70,7 +70,7 @@ class Intake:
 
 def student_id(name: str) -> str:
     """The id a top-level name stands for: its NFC form, made of Unicode letters, marks and digits
-    and ._@+- only, starting with a letter or digit, at most 100 characters (200 bytes of UTF-8).
+    and ._@+-_ only, starting with a letter or digit, at most 100 characters (200 bytes of UTF-8).
     That keeps out path separators, dot names, spaces, control and format characters, and what
     nbgrader reads as a glob (* ? [ ]) or a list (,). Rejected (a ValueError) says why not."""
     sid = unicodedata.normalize("NFC", name)
@@ -222,6 +222,8 @@ def _folder_entries(source: Path, assignment: str | None):
                 raise Rejected(f"{e.name!r} is not a regular file or folder")
         except Rejected as why:
             yield e.name, why, False
+        except OSError as error:
+            yield e.name, Rejected(f"{e.name!r} cannot be read ({error.strerror or error})"), False
 
 
 def _zip_entries(zf: zipfile.ZipFile, assignment: str | None):
