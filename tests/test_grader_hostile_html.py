@@ -174,6 +174,8 @@ def visit(browser, url: str) -> dict:
     """What a page did once loaded: the pwned_* variables its scripts set, javascript: links, and
     whether the PNG, the plain output and the markdown answer are shown."""
     page = browser.new_page()
+    # the feedback loads jQuery from a CDN, out of reach here; a JavaScript output starts with `$(...)`
+    page.add_init_script("window.$ = window.$ || function () { return {}; };")
     try:
         page.goto(url, wait_until="load", timeout=60_000)
         page.wait_for_timeout(300)   # an onerror/onload fires after the image fails or the SVG loads
@@ -233,6 +235,19 @@ def test_stored_autograded_notebook_is_clean(graded, student, defence):
     assert ours == {grade_id(c): c.source for c in release.cells if grade_id(c) in ours}
 
 
+def test_clean_notebooks_are_left_byte_for_byte():
+    """The course's own notebooks (outputs, and markdown as if a student could edit all of it)
+    come out of the sanitizer unchanged: honest work is stored and shown as it was."""
+    from dlcourse.grading.sanitize import SanitizeStudentOutput
+    repo = Path(__file__).resolve().parents[1]
+    for path in sorted([*repo.glob("solutions/*/*.ipynb"), *repo.glob("exercises/*/*.ipynb")]):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            cell.metadata.pop("nbgrader", None)
+        before = nbformat.writes(nb)
+        assert nbformat.writes(SanitizeStudentOutput().preprocess(nb, {})[0]) == before, f"{path.name} was changed"
+
+
 def feedback_text(course, student: str) -> str:
     return html.unescape(course.path("feedback", student, ASSIGNMENT, f"{NOTEBOOK}.html").read_text())
 
@@ -257,6 +272,79 @@ def test_a_leak_is_redacted_with_a_visible_note(graded):
     text = feedback_text(course, "leak_stash")
     assert "quoted the hidden tests" in text
     assert rows["leak_stash"]["parts"]["test_add"] == 2 and rows["leak_stash"]["parts"]["test_mean"] == 3
+
+
+def _outputs(nb):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def test_redaction_catches_evident_encodings():
+    """RedactHiddenSource on a notebook whose outputs carry the hidden tests in every evident
+    disguise: each becomes the note; the honest outputs (the visible check's line, the failing
+    check's message) stay as they were."""
+    import codecs
+    import zlib
+
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from dlcourse.grading.redact import NOTE, RedactHiddenSource
+    src = "\n".join(HIDDEN)
+    meta = {"nbgrader": {"grade": True, "locked": True, "solution": False, "grade_id": "test_add", "points": 2,
+                         "schema_version": 3}}
+    disguised = {
+        "plain": src, "upper case": src.upper(), "repr": repr(src), "json": json.dumps(src),
+        "reversed": src[::-1], "rot13": codecs.encode(src, "rot13"), "hex": src.encode().hex(),
+        "base64": base64.b64encode(src.encode()).decode(),
+        "zlib + urlsafe base64": base64.urlsafe_b64encode(zlib.compress(src.encode())).decode(),
+    }
+    honest = [new_output("stream", name="stdout", text="add: visible checks passed\n"),
+              new_output("error", ename="AssertionError", evalue="add(20, 22) must be the int 42", traceback=[])]
+    hostile = [new_output("stream", name="stdout", text=f"{how}: {text}\n") for how, text in disguised.items()]
+    hostile += [new_output("display_data", data={"text/html": html.escape(src), "text/plain": "x"}),
+                new_output("display_data", data={"text/plain": "ok"}, metadata={"image/png": {"alt": src}}),
+                new_output("error", ename=HIDDEN[0], evalue="x", traceback=[])]
+    cells = [new_code_cell(TEST_ADD, metadata=meta, outputs=honest)] + [new_code_cell("", outputs=[o]) for o in hostile]
+    nb = new_notebook(cells=cells, metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": {
+        "m": {"model_name": "HTMLModel", "model_module": "@jupyter-widgets/controls", "state": {"value": src}}}}}})
+    nb, _ = RedactHiddenSource().preprocess(nb, {})
+    assert nb.cells[0].outputs == honest
+    for how, output in zip([*disguised, "text/html", "metadata", "ename"], _outputs(nb)[2:]):
+        assert NOTE in json.dumps(output) and "_hid" not in json.dumps(output).lower(), f"{how} was not redacted"
+    assert "widgets" not in nb.metadata, "widget state quoting the hidden tests must go"
+
+
+def test_redaction_catches_a_line_printed_in_pieces():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from dlcourse.grading.redact import NOTE, RedactHiddenSource
+    meta = {"nbgrader": {"grade": True, "locked": True, "solution": False, "grade_id": "test_add", "points": 2,
+                         "schema_version": 3}}
+    line = HIDDEN[0]
+    pieces = [line[:len(line) // 2], line[len(line) // 2:]]
+    nb = new_notebook(cells=[new_code_cell(TEST_ADD, metadata=meta)] + [
+        new_code_cell("", outputs=[new_output("stream", name="stdout", text=p + "\n")]) for p in pieces])
+    nb, _ = RedactHiddenSource().preprocess(nb, {})
+    assert all(o.text == NOTE + "\n" for o in _outputs(nb)), _outputs(nb)
+
+
+def test_widget_state_keeps_only_standard_widgets_cleaned():
+    """The widget embedder loads a model's code by its module name from a CDN, and an HTML
+    widget's value is set as HTML: only @jupyter-widgets models stay, their HTML cleaned."""
+    from nbformat.v4 import new_notebook
+
+    from dlcourse.grading.sanitize import SanitizeStudentOutput
+    state = {"html": {"model_name": "HTMLModel", "model_module": "@jupyter-widgets/controls",
+                      "state": {"_view_module": "@jupyter-widgets/controls",
+                                "value": "<b>ok</b><img src=x onerror=window.pwned_widget=1>"}},
+             "evil": {"model_name": "AnyModel", "model_module": "some-npm-package", "state": {}},
+             "slider": {"model_name": "IntSliderModel", "model_module": "@jupyter-widgets/controls",
+                        "state": {"value": 3, "description": "a & b"}}}
+    nb = new_notebook(metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}})
+    nb, _ = SanitizeStudentOutput().preprocess(nb, {})
+    kept = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    assert set(kept) == {"html", "slider"}
+    assert kept["html"]["state"]["value"] == '<b>ok</b><img src="x">'
+    assert kept["slider"]["state"] == {"value": 3, "description": "a & b"}
 
 
 def test_report_escapes_what_students_control(tmp_path, browser):

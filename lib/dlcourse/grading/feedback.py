@@ -12,6 +12,10 @@ batch's process highlights those once; the workers, its forks, inherit the resul
 highlight only what differs (the students' own code). A highlighted cell is a pure function of
 its source, the lexer and the formatter's options, which together are the key.
 
+The exporter renders what it is given: the students' HTML is cleaned before it gets here
+(SanitizeStudentOutput, among the feedback's preprocessors), not with nbconvert's `sanitize_html`,
+whose short allow-list shows ordinary markdown (paragraphs, headings, images) as escaped tags.
+
     remember_highlights([Path("exercises/ps_convolution/convolution.ipynb")])   # before forking
     cfg.GenerateFeedback.exporter_class = FeedbackExporter
     cfg.FeedbackExporter.bytecode_dir = "/tmp/dlg-.../templates"

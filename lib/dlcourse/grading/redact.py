@@ -149,9 +149,10 @@ class RedactHiddenSource(NbGraderPreprocessor):
         if not lines:
             return nb, resources
         outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-        texts = ["\n".join(_strings(dict(o))) for o in outputs]
-        hits = [_quotes(t, lines) for t in texts]
-        if not any(hits) and _quotes("\n".join(texts), lines):   # one line cut into pieces, printed in turn
+        hits = [_quotes("\n".join(_strings(dict(o))), lines) for o in outputs]
+        shown = "".join(str(o.get("text", "")) + str(o.get("evalue", "")) + str(o.get("data", {}).get("text/plain", ""))
+                        for o in outputs)
+        if not any(hits) and _quotes(shown, lines):   # one line cut into pieces, printed in turn
             hits = [True] * len(outputs)
         for output, hit in zip(outputs, hits):
             if hit:

@@ -103,6 +103,8 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
 
     counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "late", "failed")}
     n_graded = counts["graded"] + counts["late"]
+    # autoescape: student ids, reasons, notes and flags carry the students' own text (a file name, an
+    # exception's message), shown as text, never as HTML (tests/test_grader_hostile_html.py)
     page = jinja2.Environment(autoescape=True).from_string(PAGE).render(
         assignment=assignment, counts=counts, sandboxed=sandboxed, unsandboxed=UNSANDBOXED,
         images=[base64.b64encode(png).decode() for png in (hist, fails)],
