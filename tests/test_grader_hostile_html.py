@@ -293,7 +293,7 @@ def test_redaction_catches_evident_encodings():
                          "schema_version": 3}}
     disguised = {
         "plain": src, "upper case": src.upper(), "repr": repr(src), "json": json.dumps(src),
-        "reversed": src[::-1], "rot13": codecs.encode(src, "rot13"), "hex": src.encode().hex(),
+        "coloured": "\x1b[0;32m".join(src.split(" ")), "reversed": src[::-1], "rot13": codecs.encode(src, "rot13"), "hex": src.encode().hex(),
         "base64": base64.b64encode(src.encode()).decode(),
         "zlib + urlsafe base64": base64.urlsafe_b64encode(zlib.compress(src.encode())).decode(),
     }

@@ -10,7 +10,8 @@ nbgrader's BEGIN/END HIDDEN TESTS in locked cells) that are long enough to say s
 appear nowhere in the cells' visible parts, and replaces every output that contains one of them
 with a visible note (an error keeps its name; its message and traceback become the note).
 
-An output "contains" a line when, whitespace and case aside, the line is in its text, in that
+An output "contains" a line when, whitespace, case and terminal colours aside (a traceback that
+runs through a hidden test's code quotes its lines, coloured), the line is in its text, in that
 text with HTML entities or backslash escapes undone, reversed, in ROT13, or in any base64 or hex
 run of it decoded (zlib-compressed or not), in any string of the output, metadata included; or
 when the line runs across several outputs of the notebook, read in order (then every output of
@@ -39,6 +40,7 @@ from traitlets import Integer, Unicode
 
 NOTE = "[removed from the feedback: this output quoted the hidden tests]"
 _SPACE = re.compile(r"\s+")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")   # a traceback's colours split its source lines
 _ESCAPES = re.compile(r"\\(?:[nrt'\"\\]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}){8,}")
@@ -77,6 +79,7 @@ def _decoded(text: str):
 
 def views(text: str):
     """`text` as a student may have disguised it, each view whitespace-free and case-folded."""
+    text = _ANSI.sub("", text)
     plain = html.unescape(text)
     for view in (text, plain, _unescape(plain)):
         yield _norm(view)
