@@ -298,7 +298,8 @@ def test_redaction_catches_evident_encodings():
         "zlib + urlsafe base64": base64.urlsafe_b64encode(zlib.compress(src.encode())).decode(),
     }
     honest = [new_output("stream", name="stdout", text="add: visible checks passed\n"),
-              new_output("error", ename="AssertionError", evalue="add(20, 22) must be the int 42", traceback=[])]
+              new_output("error", ename="AssertionError", evalue="add(20, 22) must be the int 42",   # its own
+                         traceback=[f"----> 6 \x1b[0;32m{HIDDEN[1]}"])]   # traceback: HideHiddenTests drops it
     hostile = [new_output("stream", name="stdout", text=f"{how}: {text}\n") for how, text in disguised.items()]
     hostile += [new_output("display_data", data={"text/html": html.escape(src), "text/plain": "x"}),
                 new_output("display_data", data={"text/plain": "ok"}, metadata={"image/png": {"alt": src}}),
@@ -325,6 +326,23 @@ def test_redaction_catches_a_line_printed_in_pieces():
         new_code_cell("", outputs=[new_output("stream", name="stdout", text=p + "\n")]) for p in pieces])
     nb, _ = RedactHiddenSource().preprocess(nb, {})
     assert all(o.text == NOTE + "\n" for o in _outputs(nb)), _outputs(nb)
+
+
+def test_a_line_that_a_tests_own_message_quotes_is_not_redacted():
+    """ps_gan's hidden tests run `opt_d.step()` and say "expected one opt_d.step() and then ...":
+    a student failing that check must read the message."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from dlcourse.grading.redact import RedactHiddenSource
+    source = ("### BEGIN HIDDEN TESTS\ncounter.opt_d_step()\n_seen = counter.calls\nassert _seen == 1, "
+              "f'expected one counter.opt_d_step() call, got {_seen}'\n### END HIDDEN TESTS")
+    meta = {"nbgrader": {"grade": True, "locked": True, "solution": False, "grade_id": "t", "points": 1,
+                         "schema_version": 3}}
+    error = new_output("error", ename="AssertionError", evalue="expected one counter.opt_d_step() call, got 2",
+                       traceback=[])
+    nb = new_notebook(cells=[new_code_cell(source, metadata=meta, outputs=[error])])
+    nb, _ = RedactHiddenSource().preprocess(nb, {})
+    assert nb.cells[0].outputs[0].evalue == "expected one counter.opt_d_step() call, got 2"
 
 
 def test_widget_state_keeps_only_standard_widgets_cleaned():

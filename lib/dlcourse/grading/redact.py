@@ -8,7 +8,9 @@ reach the student's feedback. This preprocessor runs on the feedback before Hide
 clears the hidden code: it takes the hidden lines of the instructor's test cells (those between
 nbgrader's BEGIN/END HIDDEN TESTS in locked cells) that are long enough to say something and
 appear nowhere in the cells' visible parts, and replaces every output that contains one of them
-with a visible note (an error keeps its name; its message and traceback become the note).
+with a visible note (an error keeps its name; its message and traceback become the note). A
+test cell's own traceback, which quotes its hidden lines and which HideHiddenTests drops, is
+not read: the failing check's message still reaches the student.
 
 An output "contains" a line when, whitespace, case and terminal colours aside (a traceback that
 runs through a hidden test's code quotes its lines, coloured), the line is in its text, in that
@@ -26,6 +28,7 @@ the kernel is given to run.
     c.GenerateFeedback.preprocessors = [..., "dlcourse.grading.redact.RedactHiddenSource",
                                         "dlcourse.grading.preprocessors.HideHiddenTests", ...]
 """
+import ast
 import base64
 import binascii
 import codecs
@@ -102,12 +105,25 @@ def _strings(value):
             yield from _strings(item)
 
 
+def _messages(source: str) -> str:
+    """The text of every string literal in `source` (f-strings' fixed parts), normalized: what
+    the tests' messages can say ('' where the cell is not plain Python)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    return _norm("\n".join(node.value for node in ast.walk(tree)
+                            if isinstance(node, ast.Constant) and isinstance(node.value, str)))
+
+
 def _hidden_lines(cells, begin: str, end: str, shortest: int) -> list[str]:
-    """The hidden tests' lines worth redacting, normalized: long enough, and not shown anywhere else."""
-    hidden, visible = set(), set()
+    """The hidden tests' lines worth redacting, normalized: long enough, and not shown anywhere
+    else, nor quoted by a test's own message (`opt_d.step()` in "expected one opt_d.step()")."""
+    hidden, visible, said = set(), set(), ""
     for cell in cells:
         if cell.cell_type != "code" or not utils.is_locked(cell):
             continue
+        said += _messages(cell.source)
         inside = False
         for line in cell.source.splitlines():
             if begin in line:
@@ -116,7 +132,7 @@ def _hidden_lines(cells, begin: str, end: str, shortest: int) -> list[str]:
                 inside = False
             else:
                 (hidden if inside else visible).add(_norm(line))
-    return sorted(line for line in hidden - visible if len(line) >= shortest)
+    return sorted(line for line in hidden - visible if len(line) >= shortest and line not in said)
 
 
 def _quotes(text: str, lines: list[str]) -> bool:
@@ -151,8 +167,12 @@ class RedactHiddenSource(NbGraderPreprocessor):
         lines = _hidden_lines(nb.cells, self.begin_test_delimeter, self.end_test_delimeter, self.shortest)
         if not lines:
             return nb, resources
-        outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-        hits = [_quotes("\n".join(_strings(dict(o))), lines) for o in outputs]
+        # a test cell's own traceback quotes its hidden lines, and HideHiddenTests drops it: its
+        # error counts by name and message only (the failing check's message must reach the student)
+        scanned = [(o, {k: v for k, v in o.items() if k != "traceback" or self.begin_test_delimeter not in cell.source})
+                   for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+        outputs = [o for o, _ in scanned]
+        hits = [_quotes("\n".join(_strings(fields)), lines) for _, fields in scanned]
         shown = "".join(str(o.get("text", "")) + str(o.get("evalue", "")) + str(o.get("data", {}).get("text/plain", ""))
                         for o in outputs)
         if not any(hits) and _quotes(shown, lines):   # one line cut into pieces, printed in turn
