@@ -356,3 +356,21 @@ def test_output_cap_keeps_what_scores_and_notes_the_rest():
     assert len(json.dumps(cell.outputs)) < 20_000, "the shell reply's copy of the error must be shortened too"
     second = _feed(ex, 1, flood)   # the notebook's cap: 5,000 bytes were left
     assert sum(len(o.get("text", "")) for o in second.outputs if o.output_type == "stream") == 5000
+
+
+def test_output_cap_counts_widget_state_and_display_updates():
+    """Defence: the output caps on what a notebook stores besides outputs: an update of a display
+    shown 100 times, and a widget's state (the notebook's metadata), count what they would add."""
+    ex = _executor(max_cell_output_bytes=10_000, max_notebook_output_bytes=20_000)
+    shown = [_msg("display_data", data={"text/plain": "a"}, metadata={}, transient={"display_id": "d"})] * 100
+    update = _msg("update_display_data", data={"text/plain": "y" * 5000}, metadata={}, transient={"display_id": "d"})
+    cell = _feed(ex, 0, json.loads(json.dumps(shown + [update])))
+    assert [o.data["text/plain"] for o in cell.outputs if o.output_type == "display_data"][:100] == ["a"] * 100
+    state = {"_model_name": "TextModel", "_model_module": "@jupyter-widgets/controls", "value": "small"}
+    widget = [_msg("comm_open", comm_id="w", target_name="jupyter.widget", data={"state": state, "buffer_paths": []}),
+              _msg("comm_msg", comm_id="w", data={"method": "update", "state": {"value": "x" * 50_000}, "buffer_paths": []})]
+    cell = _feed(ex, 1, widget)
+    assert ex.widget_state["w"]["value"] == "small", "the 50 kB update must be dropped"
+    _feed(ex, 1, [_msg("comm_msg", comm_id="w", data={"method": "update", "state": {"value": "v2"}, "buffer_paths": []})])
+    assert ex.widget_state["w"]["value"] == "v2", "a small update is kept"
+    assert any("output truncated" in json.dumps(o) for o in cell.outputs), cell.outputs

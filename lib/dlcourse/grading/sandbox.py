@@ -400,12 +400,14 @@ class OutputCap:
     notebook is kept exactly as it came; past them stdout (the part that fits) and displays are
     dropped, while what nbgrader scores by (an error, stderr, the result) is kept shortened to
     STUB_CHARS, STUBS per cell. A cell that lost output shows TRUNCATED (`show`). Cleared output
-    (clear_output) gives its bytes back; an update of a display counts what it adds."""
+    (clear_output) gives its bytes back; an update of a display counts what it adds. Widget state
+    (stored in the notebook's metadata) counts against the notebook's bytes: an update that does
+    not fit is dropped. `client` is the NotebookClient whose notebook this is."""
 
-    def __init__(self, cell_bytes: int, notebook_bytes: int, nb=None):
+    def __init__(self, cell_bytes: int, notebook_bytes: int, client):
         self.cell_max = float("inf") if cell_bytes < 0 else cell_bytes
         self.nb_max = float("inf") if notebook_bytes < 0 else notebook_bytes
-        self.nb, self.nb_kept, self.cell = nb, 0, None
+        self.client, self.nb, self.nb_kept, self.cell = client, client.nb, 0, None
 
     def _start(self, cell) -> None:
         self.cell, self.cell_kept, self.dropped, self.stubs, self.note, self.clear_pending = cell, 0, 0, 0, None, False
@@ -414,12 +416,13 @@ class OutputCap:
         self.nb_kept -= self.cell_kept
         self.cell_kept, self.stubs, self.clear_pending = 0, 0, False
 
-    def admit(self, msg: dict, cell, displayed) -> dict | None:
-        """The message to handle: itself while it fits, a shortened copy, or None (dropped).
-        displayed(display_id) -> (how many outputs show that display, their bytes now)."""
+    def admit(self, msg: dict, cell) -> dict | None:
+        """The message to handle: itself while it fits, a shortened copy, or None (dropped)."""
         if cell is not self.cell:
             self._start(cell)
         kind, content = msg["msg_type"], msg["content"]
+        if kind in ("comm_open", "comm_msg"):
+            return self._widget_state(msg)
         if kind == "clear_output":
             if content.get("wait"):
                 self.clear_pending = True
@@ -430,11 +433,16 @@ class OutputCap:
             return msg
         if self.clear_pending and kind != "update_display_data":   # nbclient clears before this output
             self._clear()
-        size = output_bytes(content.get("text", "")) if kind == "stream" else output_bytes(content)
+        if kind == "stream":
+            size = output_bytes(content.get("text", ""))
+        elif kind == "error":
+            size = output_bytes(content)
+        else:   # measured as _displayed measures what an update replaces
+            size = output_bytes(content.get("data", {})) + output_bytes(content.get("metadata", {}))
         cost = 0 if kind == "update_display_data" else size
         display_id = (content.get("transient") or {}).get("display_id") if kind != "stream" else None
         if display_id:
-            count, now = displayed(display_id)
+            count, now = self._displayed(display_id)
             cost += size * count - now
         room = min(self.cell_max - self.cell_kept, self.nb_max - self.nb_kept)
         if cost <= room:
@@ -442,6 +450,37 @@ class OutputCap:
             self.nb_kept += cost
             return msg
         return self._shorten(msg, kind, content, size, max(0, int(room)))
+
+    def _displayed(self, display_id: str) -> tuple[int, int]:
+        """How many outputs show `display_id`, and their bytes now (an update replaces them all)."""
+        count = size = 0
+        for index, positions in self.client._display_id_map.get(display_id, {}).items():
+            outputs = self.nb.cells[index].outputs
+            for p in positions:
+                if p < len(outputs):
+                    count += 1
+                    size += output_bytes(outputs[p].get("data", {})) + output_bytes(outputs[p].get("metadata", {}))
+        return count, size
+
+    def _widget_state(self, msg: dict) -> dict | None:
+        """A widget's state as nbclient stores it (keys updated, buffers base64 by path): kept while
+        what it adds fits the notebook's bytes left."""
+        content = msg["content"]
+        data = content.get("data")
+        state = data.get("state") if isinstance(data, dict) else None
+        if not isinstance(state, dict):
+            return msg
+        old = self.client.widget_state.get(content.get("comm_id"), {})
+        old_buffers = self.client.widget_buffers.get(content.get("comm_id"), {})
+        added = sum(output_bytes(v) - (output_bytes(old[k]) if k in old else -output_bytes(k)) for k, v in state.items())
+        added += sum(memoryview(b).nbytes * 4 // 3 for b in msg.get("buffers") or [])
+        added -= sum(output_bytes(old_buffers.get(tuple(p), {})) for p in data.get("buffer_paths") or []
+                     if isinstance(p, list))
+        if added <= self.nb_max - self.nb_kept:
+            self.nb_kept += added
+            return msg
+        self.dropped += added
+        return None
 
     def _shorten(self, msg: dict, kind: str, content: dict, size: int, room: int) -> dict | None:
         keep = None
@@ -547,8 +586,8 @@ class SandboxedExecute(_execute_base()):
         """nbclient's, on what the output caps (OutputCap) let through."""
         cap = getattr(self, "_output_cap", None)
         if cap is None or cap.nb is not self.nb:
-            cap = self._output_cap = OutputCap(self.max_cell_output_bytes, self.max_notebook_output_bytes, self.nb)
-        admitted = cap.admit(msg, cell, self._displayed)
+            cap = self._output_cap = OutputCap(self.max_cell_output_bytes, self.max_notebook_output_bytes, self)
+        admitted = cap.admit(msg, cell)
         try:
             return None if admitted is None else super().process_message(admitted, cell, cell_index)
         finally:
@@ -562,17 +601,6 @@ class SandboxedExecute(_execute_base()):
                 reply.get("content", {}).get("status") == "error":
             kwargs["execute_reply"] = {**reply, "content": {**reply["content"], **short_error(reply["content"])}}
         return super().on_cell_executed(**kwargs)
-
-    def _displayed(self, display_id: str) -> tuple[int, int]:
-        """How many outputs show `display_id`, and their bytes now (an update replaces them all)."""
-        count = size = 0
-        for index, positions in self._display_id_map.get(display_id, {}).items():
-            outputs = self.nb.cells[index].outputs
-            for p in positions:
-                if p < len(outputs):
-                    count += 1
-                    size += output_bytes(outputs[p].get("data", {})) + output_bytes(outputs[p].get("metadata", {}))
-        return count, size
 
     async def async_start_new_kernel(self, **kwargs):
         """nbclient's, with the kernel's stdout and stderr going to the log through a _LogTap."""
