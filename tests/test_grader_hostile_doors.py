@@ -1,10 +1,11 @@
 """Full marks without answers: the doors a red team found into ps_convolution's hidden tests.
 
 One batch of ps_convolution graded as `make grade` grades it (forked kernels as root, sandbox
-on). Every hostile student leaves the answers unwritten (or writes them with the references the
-exercise forbids) and tries to make the hidden tests pass anyway. Each row of DOORS names the
-attack and the defence that must catch it; a caught attack scores what the untouched release
-scores (or fails outright), and is flagged for review where the defence can tell.
+on). Every hostile student hands in wrong answers of the right type and shape (WRONG: what a
+comparison that always agrees passes), or writes them with the references the exercise forbids,
+and tries to make the hidden tests pass anyway. Each row of DOORS names the attack and the
+defence that must catch it; a caught attack scores what the wrong answers alone score (or fails
+outright), and is flagged for review where the defence can tell.
 
     module planted    a fake dlcourse.checks written into the kernel's working directory and the
                       real one dropped from sys.modules; with or without killing a forked kernel
@@ -56,7 +57,20 @@ for _name in [m for m in sys.modules if m == "dlcourse" or m.startswith("dlcours
     del sys.modules[_name]
 '''
 KILL_IF_FORKED = "if 'kernel_template' in ' '.join(sys.orig_argv):\n    os._exit(0)\n"
-STUB = "def corr1d(x, k):\n    raise NotImplementedError()\n"
+# wrong answers of the right type, shape and dtype: what a comparison that always agrees would pass
+WRONG = {
+    "corr1d": "def corr1d(x, k):\n    return torch.zeros(len(x) - len(k) + 1, dtype=x.dtype)\n",
+    "corr2d": "def corr2d(x, k):\n    return torch.zeros(x.shape[0] - k.shape[0] + 1, x.shape[1] - k.shape[1] + 1, "
+              "dtype=x.dtype)\n",
+    "output_size": "def output_size(n, k, stride=1, padding=0):\n    return n - k + 1\n",
+    "conv2d": "def conv2d(x, weight, bias=None, stride=1, padding=0):\n"
+              "    size = lambda n, k: (n + 2 * padding - k) // stride + 1\n"
+              "    return torch.zeros(weight.shape[0], size(x.shape[1], weight.shape[2]), size(x.shape[2], weight.shape[3]),"
+              " dtype=x.dtype)\n",
+    "max_pool2d": "def max_pool2d(x, kernel_size, stride=None):\n    s = stride or kernel_size\n"
+                  "    return torch.zeros(x.shape[0], (x.shape[1] - kernel_size) // s + 1, (x.shape[2] - kernel_size) // s + 1,"
+                  " dtype=x.dtype)\n",
+}
 # the name `__globals__` spelled so that the static scan cannot see it: the guard must catch it alone
 REBIND = '''import numpy
 from dlcourse.checks import check_close
@@ -74,27 +88,30 @@ DOORS_ANSWERS = {
     "conv2d": "def conv2d(x, weight, bias=None, stride=1, padding=0):\n"
               "    return torch.ops.aten.convolution(x[None], weight, bias, [stride, stride], [padding, padding],\n"
               "                                      [1, 1], False, [0, 0], 1)[0]",
+    "output_size": "def output_size(n, k, stride=1, padding=0):\n    return (n + 2 * padding - k) // stride + 1",
     "max_pool2d": "def max_pool2d(x, kernel_size, stride=None):\n"
                   "    return torch._C._VariableFunctions.max_pool2d(x, kernel_size, stride or kernel_size)",
 }
 # student: (cells of the release replaced, the defence that must catch it)
 DOORS = {
-    "planted_forked": ({"corr1d": PLANT + KILL_IF_FORKED + STUB}, "a kernel killed by the student's code is "
-                       "the student's outcome (no fresh second run); the working directory is off sys.path"),
-    "planted": ({"corr1d": PLANT + STUB}, "the working directory is off sys.path; sys.modules is put back"),
-    "rebound": ({"corr1d": REBIND + STUB}, "the check functions' module globals are put back before each test"),
-    "doors": (DOORS_ANSWERS, "references_forbidden's torch function and dispatch modes"),
+    "planted_forked": (dict(WRONG, corr1d=PLANT + KILL_IF_FORKED + WRONG["corr1d"]), "a kernel killed by the "
+                       "student's code is the student's outcome (no fresh second run); the working directory is off sys.path"),
+    "planted": (dict(WRONG, corr1d=PLANT + WRONG["corr1d"]), "the working directory is off sys.path; sys.modules "
+                "is put back"),
+    "rebound": (dict(WRONG, corr1d=REBIND + WRONG["corr1d"]), "the check functions' module globals are put back "
+                "before each test"),
+    "doors": (DOORS_ANSWERS, "references_forbidden's torch function mode"),
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def grade(root, students: dict, fork_kernels: bool = True):
+    """(course, {student: row}) of a batch of ps_convolution: alice hands in the model answer, every
+    other student the release with the cells of `students[student]` (grade id -> source)."""
     ensure_debian_packages(["bubblewrap"], ["bwrap"])
-    root = tmp_path_factory.mktemp("doors")
     course = make_course(root, [ASSIGNMENT])
     release = course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    files = {"alice": solved(course, ASSIGNMENT, NOTEBOOK), "untouched": release}
-    for student, (cells, _) in DOORS.items():
+    files = {"alice": solved(course, ASSIGNMENT, NOTEBOOK)}
+    for student, cells in students.items():
         nb = nbformat.from_dict(nbformat.reads(nbformat.writes(release), as_version=4))
         for cell in nb.cells:
             gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
@@ -107,8 +124,23 @@ def graded(tmp_path_factory):
             zf.writestr(f"{student}/{NOTEBOOK}.ipynb", nbformat.writes(nb))
     archive = root / "export.zip"
     archive.write_bytes(buf.getvalue())
-    rows = grade_batch(root, ASSIGNMENT, archive, Settings(cell_timeout=60, budget=300, workers=2), progress=False)
+    rows = grade_batch(root, ASSIGNMENT, archive, Settings(cell_timeout=60, budget=300, workers=2,
+                                                            fork_kernels=fork_kernels), progress=False)
     return course, {r["student"]: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    students = {student: cells for student, (cells, _) in DOORS.items()}
+    return grade(tmp_path_factory.mktemp("doors"), dict(students, wrong=WRONG))
+
+
+@pytest.fixture(scope="module")
+def graded_fresh(tmp_path_factory):
+    """The planted module in fresh kernels (--no-fork-kernels, Dask workers): there ipykernel puts
+    the working directory first on sys.path, which is where the red team's fake landed."""
+    return grade(tmp_path_factory.mktemp("doors-fresh"), {"planted": DOORS["planted"][0], "wrong": WRONG},
+                 fork_kernels=False)
 
 
 def auto(row) -> dict:
@@ -122,12 +154,13 @@ def test_the_model_answer_keeps_full_marks_and_no_flag(graded):
     assert rows["alice"]["flags"] == [], rows["alice"]["flags"]
 
 
-@pytest.mark.parametrize("student", ["planted", "rebound"])
-def test_an_attack_on_what_the_tests_import_earns_what_no_answer_earns(graded, student):
-    _, rows = graded
-    row, untouched = rows[student], rows["untouched"]
+@pytest.mark.parametrize("student, kernels", [("planted", "forked"), ("planted", "fresh"), ("rebound", "forked")])
+def test_an_attack_on_what_the_tests_import_earns_what_the_wrong_answers_alone_earn(request, student, kernels):
+    _, rows = request.getfixturevalue("graded" if kernels == "forked" else "graded_fresh")
+    row, wrong = rows[student], rows["wrong"]
     assert row["status"] == "graded", row
-    assert auto(row) == auto(untouched), f"{student} ({DOORS[student][1]}): {auto(row)} vs {auto(untouched)}"
+    assert auto(row) == auto(wrong), f"{student} ({DOORS[student][1]}): {auto(row)} vs {auto(wrong)}"
+    assert sum(auto(wrong).values()) < sum(AUTOGRADED.values()) / 2, f"the wrong answers earn too much: {auto(wrong)}"
     assert "replaced library function" in row["flags"], row["flags"]
 
 
