@@ -76,6 +76,7 @@ def test_a_quotation_marker_exempts_its_own_sentence_only():
     assert _flagged("The slide's pre-activation is 0.8 (deck 002).") == []
     assert _flagged("The slide's pre-activation is 0.8 (see the deck).") == ["0.8"]
     assert _flagged("| 13.6 million | Small (deck 001) |\n| 93.6 million | Original |") == ["93.6 million"]
+    assert _flagged("We count 543.6 billion. **The slide's 526 billion** is off (deck 003).") == ["543.6 billion"]
 
 
 @pytest.mark.parametrize("text, counted", [

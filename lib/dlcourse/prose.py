@@ -15,16 +15,17 @@ thousands separator: "2,000 sentences"), dimensions (8x8, 224x224x3), version nu
 numbers glued to a name (conv2d, word2vec, ResNet-152), link targets and HTML comments.
 
 **Where a number may come from.** From the same notebook: a number printed in a code cell's stored
-output, or a number literal in a code cell (a setting the notebook runs with, or the value an assert
-checks; comments and strings do not count). A stated number matches a computed one that rounds to
+output (cells nbval ignores included: when a re-execution changes what they print, this check fails
+until the text follows), or a number literal in a code cell (a setting the notebook runs with, or the
+value an assert checks; comments and strings do not count). A stated number matches a computed one that rounds to
 it at the stated precision (0.664 matches 0.66402, 1.1 matches 1.0986, 450 matches 449.7); a
 percentage also matches a fraction (36 % matches 0.3604). Signs are ignored.
 
 **Quotations.** A sentence that quotes a deck or a paper carries a citation in parentheses that
 starts with "deck", "decks" or "paper": "(deck 003)", "(decks 000, 001)", "(paper: Goodfellow et
 al., 2015)". Its numbers are exempt; keep computed numbers out of such a sentence. A sentence ends
-at ". ", "! " or "? " before a capital letter, at a line break before a list item, heading or table
-row, or at a blank line; a table row is one sentence.
+at ". ", "! " or "? " before a capital letter (markup such as ** or a quote may come first), at a line
+break before a list item, heading or table row, or at a blank line; a table row is one sentence.
 
 >>> [n.text for n in stated_numbers("c' = 0.8706 after 1,347 steps in 2015 (section 4.2).")]
 ['0.8706', '1,347']
@@ -65,7 +66,7 @@ _QUOTATION = re.compile(r"\((?:decks?\s+\d{3}|paper\b)[^()]*\)", re.IGNORECASE)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _LINK_TARGET = re.compile(r"\]\([^)]*\)|https?://\S+")
 _UNIT_START = re.compile(r"^\s*(?:[-*+]\s|\d+\.\s|#|\||```)")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\(?[A-Z])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[(*_\"“'$]*[A-Z])")
 _OUTPUT_NUMBER = re.compile(r"(?P<num>\d{1,3}(?:,\d{3})+(?!\d|\.\d)|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
                             r"(?P<scale>\s(?:thousand|million|billion|trillion)\b|[MB](?![\w]))?")
 
