@@ -109,11 +109,11 @@ class Hub:
         return response.json() if response.content else {}
 
 
-def start_hub(root: Path, course: Path) -> Hub:
+def start_hub(root: Path, course: Path, instructor: str = INSTRUCTOR, students: tuple[str, ...] = STUDENTS) -> Hub:
     port, token = free_ports(), secrets.token_hex(16)
     log = root / "hub.log"
     env = dict(os.environ, DLCOURSE_HUB_API_TOKEN=token)
-    cmd = ["make", "-s", "hub", f"HUB_INSTRUCTOR={INSTRUCTOR}", f"HUB_STUDENTS={' '.join(STUDENTS)}",
+    cmd = ["make", "-s", "hub", f"HUB_INSTRUCTOR={instructor}", f"HUB_STUDENTS={' '.join(students)}",
            f"HUB_PORT={port}", f"HUB_COURSE_DIR={course}", f"HUB_STATE={root / 'state'}",
            f"HUB_EXCHANGE={root / 'exchange'}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
