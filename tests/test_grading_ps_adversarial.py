@@ -9,7 +9,9 @@ with the reference FGSM, so an FGSM mistake is not charged twice.
 
 Correct answers written differently keep full marks; ken calls the reference implementations
 (dlcourse, scikit-learn's roc_auc_score and PCA, SciPy's subspace_angles) and scores 0 on
-exactly those parts.
+exactly those parts, and the visible check of each part already names the call (a student sees it
+before handing in). leo breaks the visible checks' other rules: his accuracy_under_attack calls
+dlcourse's, and his outlier_scores leaves the autoencoder in eval mode.
 """
 import re
 
@@ -133,6 +135,12 @@ WRONG = {  # name -> (the parts it must cost, (cell grade_id, source))
     "pca_not_centred": ((PCA,), edit("pca_directions", ("torch.linalg.svd(x - x.mean(dim=0)", "torch.linalg.svd(x"))),
     "pca_rows": ((PCA,), edit("pca_directions", ("return vh[:k].T", "return vh[:k]"))),
     "pca_smallest_first": ((PCA,), edit("pca_directions", ("return vh[:k].T", "return vh[-k:].flip(0).T"))),
+    "out_mode_not_restored": ((OUT,), edit("outlier_scores", ("        autoencoder.train(was_training)\n", "        pass\n"))),
+    "acc_calls_reference": ((ACC,), ("accuracy_under_attack", """
+def accuracy_under_attack(model, x, y, eps_list):
+    from dlcourse.adversarial import accuracy_under_attack as reference
+    return reference(model, x, y, eps_list)
+""")),
 }
 
 RIGHT = {  # correct answers written differently: each must keep full marks
@@ -274,6 +282,7 @@ STUDENTS = {  # student -> planted mistakes (at most one per solution cell)
     "gina": ["fgsm_mode_not_restored", "out_per_feature", "ang_descending"],
     "hank": ["fgsm_gradient_not_sign"],
     "iris": ["fgsm_targeted_untargeted_sign"],
+    "leo": ["acc_calls_reference", "out_mode_not_restored"],
 }
 VARIANTS = {
     "ivy": ["fgsm_backward_on_a_clone", "acc_loop_and_count", "out_loop_per_row", "auc_ranks_scipy",
@@ -367,6 +376,9 @@ def test_calling_the_reference_scores_zero_on_those_parts_with_a_reason(graded):
                             ("test_pca_directions", "PCA")]:
         error = errors[part]
         assert error is not None and reference in error.evalue and "reference implementation" in error.evalue, (part, error)
+        visible = next(c for c in nb.cells if grade_id(c) == part)
+        printed = "".join(o.get("text", "") for o in visible.get("outputs", []))
+        assert "visible tests passed" not in printed, f"{part}: the visible check should already name the call"
 
 
 def test_visible_checks_name_the_common_mistakes(graded):
@@ -377,7 +389,10 @@ def test_visible_checks_name_the_common_mistakes(graded):
                 ("carol", "test_roc_auc"): "1 - AUC", ("dave", "test_roc_auc"): "ties counted as wins",
                 ("carol", "test_principal_angles"): "degrees", ("dave", "test_principal_angles"): "cosines",
                 ("frank", "test_principal_angles"): "clamp the cosines", ("carol", "test_pca_directions"): "centre",
-                ("erin", "test_fgsm"): "must not change x"}
+                ("erin", "test_fgsm"): "must not change x",
+                ("erin", "test_accuracy_under_attack"): "starts in training mode",
+                ("leo", "test_accuracy_under_attack"): "dlcourse.adversarial.accuracy_under_attack",
+                ("leo", "test_outlier_scores"): "must be left so"}
     for (student, part), phrase in expected.items():
         nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
         cell = next(c for c in nb.cells if grade_id(c) == part)
