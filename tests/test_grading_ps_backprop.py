@@ -19,7 +19,8 @@ each mistake costs. Besides the model answer (alice) and the untouched release (
     mia    calls the references: tanh through dlcourse.autograd.Value, sigmoid through
            torch.autograd, relu through dlcourse.neurons.relu_grad, backward through
            dlcourse.autograd.topological_order, numerical_gradient and train_xor through
-           dlcourse.autograd (MLP, train_mlp) -> 0 on exactly those parts
+           dlcourse.autograd (MLP, train_mlp) -> 0 on exactly those parts, and the visible check
+           of each of those parts already names the call (a student sees it before handing in)
 
 Parts 4 (backward) and 7 (XOR) are graded with the reference gates swapped in, so a gate
 mistake never costs them (dave's broken mul and power leave XOR and backward intact).
@@ -30,7 +31,8 @@ from nbgrader_harness import cell_output, graded_test_ids, make_course, model_an
 
 ASSIGNMENT, NOTEBOOK = "ps_backprop", "backprop"
 POINTS = {"test_add": 1, "test_mul": 1, "test_power": 1, "test_exp": 1, "test_tanh": 1, "test_sigmoid": 1,
-          "test_relu": 1, "test_backward": 3, "test_numerical": 2, "test_by_hand": 2, "test_xor": 2}
+          "test_relu": 1, "test_backward": 3, "test_numerical": 2, "test_by_hand": 2, "test_xor": 2,
+          "test_written_key": 0}
 
 # ---------------------------------------------------------------- mistakes (string edits of the model answer)
 EDITS = {  # name -> (solution cell, [(old, new), ...]); every `old` must occur in the model answer
@@ -439,6 +441,7 @@ def test_table_sizes():
 def test_full_solution_gets_full_marks(graded):
     _, autograde, scores = graded
     assert parts(scores, "alice") == POINTS, autograde.stdout[-3000:] + autograde.stderr[-3000:]
+    assert scores["alice"]["max"]["written_two_users"] == 2  # Part 8 waits for a human
 
 
 def test_untouched_release_gets_zero(graded):
@@ -473,7 +476,7 @@ def test_calling_the_reference_scores_zero_on_that_part_with_a_reason(graded):
     assert parts(scores, "mia") == {p: 0 if p in MIA_ZEROED else pts for p, pts in POINTS.items()}
     for part in MIA_ZEROED:
         text, errors = output(course, "mia", part)
-        assert "visible check" in text, f"{part}: the visible checks cannot see the reference call"
+        assert "passed" not in text, f"{part}: the visible check should already name the reference call"
         assert errors and errors[0].ename == "ReferenceUsedError", f"{part}: {errors}"
         assert "reference implementation" in errors[0].evalue and "scores 0" in errors[0].evalue
 
