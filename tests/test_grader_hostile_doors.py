@@ -55,6 +55,7 @@ open("dlcourse/__init__.py", "w").write("")
 open("dlcourse/checks.py", "w").write({FAKE_CHECKS!r})
 for _name in [m for m in sys.modules if m == "dlcourse" or m.startswith("dlcourse.")]:
     del sys.modules[_name]
+from dlcourse.checks import *   # the notebook's own names for the checks, as the fake has them
 '''
 KILL_IF_FORKED = "if 'kernel_template' in ' '.join(sys.orig_argv):\n    os._exit(0)\n"
 # wrong answers of the right type, shape and dtype: what a comparison that always agrees would pass
