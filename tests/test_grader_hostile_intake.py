@@ -198,6 +198,7 @@ def in_place(tmp_path_factory):
     _put(own / "tiny.ipynb", _nb(solved(course, ASSIGNMENT, NOTEBOOK, WRONG_MEAN)))
     _put(own / "alice" / ASSIGNMENT / "tiny.ipynb", release)    # nbgrader's layout, one level down
     _put(own / "nobody" / ASSIGNMENT / "tiny.ipynb", release)
+    _put(course.path("submitted", "bob", "ps_other", "other.ipynb"), release)   # handed in another assignment only
     before = victim.read_bytes(), victim.stat()
     settings = Settings(cell_timeout=10, budget=60, workers=2, limits=Limits(memory_mb=1536, processes=40, cpu_seconds=30))
     rows = grade_batch(root, ASSIGNMENT, root / "submitted", settings, progress=False)
@@ -211,6 +212,8 @@ def test_grading_submitted_in_place_leaves_other_students_alone(in_place):
     assert_graded(rows, "alice", POINTS)
     assert_graded(rows, "mallory", dict(POINTS, test_mean=0))
     assert "nobody" not in rows and not course.path("submitted", "nobody").exists()
+    assert "bob" not in rows and not course.path("submitted", "bob", ASSIGNMENT).exists(), \
+        "a student who handed in another assignment is not in this one"
     now = victim.stat()
     assert victim.read_bytes() == data and (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), \
         "alice's collected notebook was rewritten"

@@ -842,7 +842,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         submitted, src = (root / "submitted").resolve(), Path(source).resolve()
         if src != submitted and (submitted.is_relative_to(src) or src.is_relative_to(submitted)):
             raise ValueError(f"grade the course's submitted/ folder itself or an export, not {src}")
-        taken = subs.intake(src, list(source_nbs), assignment)   # a bad entry fails alone, with a reason
+        taken = subs.intake(src, list(source_nbs), assignment, collected=src == submitted)   # a bad entry fails alone
         _one_engine_per_database()   # the workers inherit the engines, their SQL compiled by the batch's reads
         _check_schemas_once()
         cfg, url, notebooks = _prepare(root, assignment, settings, sorted(taken.students))

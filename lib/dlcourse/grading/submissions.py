@@ -4,7 +4,8 @@ A submission is a zip file or a folder, and each top-level entry of it is one st
 
     <student>/<notebook>.ipynb               a folder per student (<student>/timestamp.txt if known)
     <student>/<assignment>/<notebook>.ipynb  nbgrader's submitted/ after `nbgrader collect`: exactly
-                                             this depth; then only that folder is read
+                                             this depth; then only that folder is read (in the course's
+                                             own submitted/, a student without it is not in this one)
     <student>_<ids>_<notebook>.ipynb         a flat LMS export (the student is the part before the
                                              first _, numeric ids and a LATE marker are dropped)
 
@@ -203,15 +204,18 @@ def _walk(folder: Path) -> dict[PurePosixPath, int]:
     return found
 
 
-def _folder_entries(source: Path, assignment: str | None):
-    """(top-level name, _Entry or Rejected, flat) for each entry of a folder export."""
+def _folder_entries(source: Path, assignment: str | None, collected: bool = False):
+    """(top-level name, _Entry or Rejected, flat) for each entry of a folder export; `collected`:
+    of nbgrader's submitted/, where only <student>/<assignment>/ folders are this assignment's."""
     for e in sorted(os.scandir(source), key=lambda e: e.name):
         path = Path(e.path)
+        inner = path / assignment if assignment else None
+        if collected and not (e.is_symlink() or inner.is_symlink() or inner.is_dir()):
+            continue   # a student who handed in other assignments only, or a stray file
         try:
-            if e.is_symlink():
+            if e.is_symlink() or collected and inner.is_symlink():
                 raise Rejected(f"{e.name!r} is a symbolic link: links are not followed")
             if e.is_dir(follow_symlinks=False):
-                inner = path / assignment if assignment else None
                 if inner is not None and inner.is_dir() and not inner.is_symlink():
                     path = inner   # nbgrader's layout: its <assignment>/ folder is the submission
                 yield e.name, _Entry(_walk(path), lambda rel, limit, top=path: _read_path(top / rel, limit), path), False
@@ -269,14 +273,17 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> byte
     return data
 
 
-def intake(source: str | Path, notebooks: list[str], assignment: str | None = None, *,
+def intake(source: str | Path, notebooks: list[str], assignment: str | None = None, *, collected: bool = False,
            max_file_mb: float = MAX_FILE_MB, max_submission_mb: float = MAX_SUBMISSION_MB) -> Intake:
     """Read a zip or a folder of submissions: a Submission for each student, a reason for each entry
     that cannot be taken. With `assignment`, nbgrader's own layout <student>/<assignment>/<file>
-    (what `nbgrader collect` makes) is read too."""
+    (what `nbgrader collect` makes) is read too; `collected`: `source` is the course's submitted/
+    itself, whose students without an <assignment>/ folder did not hand this one in."""
     source = Path(source)
+    if collected and not assignment:
+        raise ValueError("reading nbgrader's submitted/ needs the assignment")
     if source.is_dir():
-        entries = list(_folder_entries(source, assignment))
+        entries = list(_folder_entries(source, assignment, collected))
         return _take(entries, set(notebooks), (max_file_mb, max_submission_mb))
     if zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as zf:
