@@ -102,3 +102,14 @@ def test_rounding_and_percentages():
     assert _flagged("1,797 training images", printed="x (1347, 64)\n") == ["1,797"]
     assert _flagged("about 8.3 million pixels", printed="8,294,400 pixels\n") == []
     assert _flagged("BERT-base has 109.5M parameters", printed="109,482,240 parameters\n") == []
+
+
+def test_the_command_line_lists_what_fails(tmp_path, capsys):
+    c, h = _lstm_step_from_biases()
+    path = tmp_path / "example.ipynb"
+    nbformat.write(_notebook("So c' ≈ 0.8706 and h' ≈ 0.6904.", printed=f"c' = {c:.4f}, h' = {h:.4f}\n"), path)
+    assert prose.main([str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "2 number(s)" in out and "'0.8706'" in out and "'0.6904'" in out
+    nbformat.write(_notebook("So c' ≈ 1.1678 and h' ≈ 0.8088.", printed=f"c' = {c:.4f}, h' = {h:.4f}\n"), path)
+    assert prose.main([str(path)]) == 0
