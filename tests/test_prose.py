@@ -8,8 +8,9 @@ key too, must be printed by a code cell of the same notebook or appear there as 
 that rounds to it at the precision you wrote. A number quoted from a deck or a paper is marked by a
 parenthesised citation in the same sentence that starts with "deck", "decks" or "paper":
 "GoogLeNet calls it a panda with 57.7 % confidence (paper: Goodfellow et al., 2015)." Years, deck,
-lecture and section numbers, dimensions (8x8) and names (conv2d) do not count. The rules in full
-are in `dlcourse.prose`; `python -m dlcourse.prose lectures/*.ipynb` lists what fails.
+lecture and section numbers, dimensions (8x8) and names (conv2d) do not count, and neither does a
+number spelled out in words, so write a computed number in digits ("3 million", not "a million").
+The rules in full are in `dlcourse.prose`; `python -m dlcourse.prose lectures/*.ipynb` lists what fails.
 """
 import math
 

@@ -12,7 +12,8 @@ digits (450, 1,347, LaTeX's 1{,}347), carries a % or a multiplier sign (36 %, 45
 (deck 003, lecture 05), numbers right after a label word (section, algorithm, figure, table,
 equation, lecture, deck, part, chapter), bare years 1900-2099 (write a quantity in that range with a
 thousands separator: "2,000 sentences"), dimensions (8x8, 224x224x3), version numbers (2.13.0),
-numbers glued to a name (conv2d, word2vec, ResNet-152), link targets and HTML comments.
+numbers glued to a name (conv2d, word2vec, ResNet-152), link targets and HTML comments. Numbers in
+words ("a million", "two grey levels") are not read: write a computed number in digits.
 
 **Where a number may come from.** From the same notebook: a number printed in a code cell's stored
 output (cells nbval ignores included: when a re-execution changes what they print, this check fails
