@@ -7,8 +7,9 @@ the test cell, raised as an exception's message or stashed and printed in a late
 reach the student's feedback. This preprocessor runs on the feedback before HideHiddenTests
 clears the hidden code: it takes the hidden lines of the instructor's test cells (those between
 nbgrader's BEGIN/END HIDDEN TESTS in locked cells) that are long enough to say something and
-appear nowhere in the cells' visible parts, and replaces every output that contains one of them
-with a visible note (an error keeps its name; its message and traceback become the note). A
+appear neither in the cells' visible parts nor in the tests' own messages, and replaces every
+output that contains one of them with a visible note (an error keeps its name; its message and
+traceback become the note). A
 test cell's own traceback, which quotes its hidden lines and which HideHiddenTests drops, is
 not read: the failing check's message still reaches the student.
 
@@ -117,22 +118,23 @@ def _messages(source: str) -> str:
 
 
 def _hidden_lines(cells, begin: str, end: str, shortest: int) -> list[str]:
-    """The hidden tests' lines worth redacting, normalized: long enough, and not shown anywhere
-    else, nor quoted by a test's own message (`opt_d.step()` in "expected one opt_d.step()")."""
-    hidden, visible, said = set(), set(), ""
+    """The hidden tests' lines (in the instructor's locked cells) worth redacting, normalized: long
+    enough, not in any cell's visible source (the student has seen those, or written them), nor
+    quoted by a test's own message (`opt_d.step()` in "expected one opt_d.step() ...")."""
+    hidden, visible, said = set(), set(), []
     for cell in cells:
-        if cell.cell_type != "code" or not utils.is_locked(cell):
-            continue
-        said += _messages(cell.source)
+        locked = cell.cell_type == "code" and utils.is_locked(cell)
+        said += [_messages(cell.source)] if locked else []
         inside = False
         for line in cell.source.splitlines():
-            if begin in line:
+            if locked and begin in line:
                 inside = True
-            elif end in line:
+            elif locked and end in line:
                 inside = False
             else:
                 (hidden if inside else visible).add(_norm(line))
-    return sorted(line for line in hidden - visible if len(line) >= shortest and line not in said)
+    return sorted(line for line in hidden - visible
+                  if len(line) >= shortest and not any(line in message for message in said))
 
 
 def _quotes(text: str, lines: list[str]) -> bool:

@@ -96,16 +96,16 @@ def _inline_tag(fragment: str) -> str:
     element stays; a start tag keeps its allowed attributes (without the end tag bleach adds)."""
     stripped = fragment.strip()
     if stripped.startswith("</"):
-        name = stripped[2:-1].strip()
-        return fragment if stripped.endswith(">") and name in HTML_TAGS else ""
+        name = stripped[2:-1].strip().lower()
+        return fragment if stripped.endswith(">") and name in {t.lower() for t in HTML_TAGS | SVG_TAGS} else ""
     cleaned = clean_html(fragment)
-    name = stripped[1:].split(None, 1)[0].rstrip("/>") if stripped.startswith("<") else ""
-    if name and cleaned.endswith(f"</{name}>") and not fragment.endswith(f"</{name}>"):
-        cleaned = cleaned[:-len(f"</{name}>")]
+    end = f"</{stripped[1:].split(None, 1)[0].rstrip('/>').lower()}>" if stripped.startswith("<") else ""
+    if end != "</>" and cleaned.lower().endswith(end) and not fragment.lower().endswith(end):
+        cleaned = cleaned[:-len(end)]
     return cleaned
 
 
-def _unsafe_parts(tokens: list, image: bool = False):
+def _unsafe_parts(tokens: list):
     """(raw text, its replacement) of every raw HTML piece and unsafe URL in mistune's tokens."""
     for token in tokens:
         kind, attrs = token.get("type"), token.get("attrs") or {}
