@@ -20,8 +20,12 @@ so an earlier mistake is not counted twice):
     gina   D loss averaged over all N + M logits together | G's step uses the saturating loss
     hank   D loss with a clamped probability (finite, but 16.1 instead of 200)
 
+    leo    D loss in float64 for float32 logits | D* computed by dividing p_data in place
+
 Correct answers written differently (ivy, judy) keep full marks; ken calls the reference
-implementations and scores 0 on exactly those parts.
+implementations and scores 0 on exactly those parts. The visible check of each part already names a
+reference call, an input changed in place and a loss of the wrong dtype (a student sees it before
+handing in).
 """
 import re
 
@@ -121,6 +125,10 @@ WRONG = {  # name -> (the part it must cost, (cell grade_id, source))
     "sat_sigmoid_then_log": (SAT, gen_loss(sat="torch.log(1 - torch.sigmoid(fake_logits)).mean()")),
     "opt_inverted": (OPT, opt("return p_g / (p_data + p_g)")),
     "opt_nan_outside_supports": (OPT, opt("return p_data / (p_data + p_g)")),
+    "opt_divides_in_place": (OPT, opt("total = p_data + p_g\n"
+                                      "    p_data.div_(torch.where(total > 0, total, torch.ones_like(total)))\n"
+                                      "    return torch.where(total > 0, p_data, torch.full_like(total, 0.5))")),
+    "d_returns_float64": (D, d_loss("return F.softplus(-real_logits.double()).mean() + F.softplus(fake_logits.double()).mean()")),
     "step_no_detach": (STEP, step(("d_net(fake.detach())", "d_net(fake)"),
                                   ("d_loss.backward()", "d_loss.backward(retain_graph=True)"))),
     "step_g_also_steps_d": (STEP, step(("    opt_g.step()\n", "    opt_g.step()\n    opt_d.step()\n"))),
@@ -234,6 +242,7 @@ STUDENTS = {  # student -> planted mistakes (at most one per graded cell)
     "frank": ["d_real_only", "sat_wrong_sign", "step_d_grads_never_zeroed"],
     "gina": ["d_mean_over_all", "sat_sigmoid_then_log", "step_saturating_g"],
     "hank": ["d_clamped"],
+    "leo": ["d_returns_float64", "opt_divides_in_place"],
 }
 VARIANTS = {  # students with correct answers written differently
     "ivy": ["d_logaddexp", "g_logaddexp", "opt_nan_to_num", "step_no_grad_and_frozen_d", "loop_noise_first"],
@@ -315,6 +324,19 @@ def test_calling_the_reference_scores_zero_on_those_parts_with_a_reason(graded):
                             ("test_train_step", "dlcourse.gan.train_step")]:
         error = errors[part]
         assert error is not None and reference in error.evalue and "reference implementation" in error.evalue, (part, error)
+        printed = "".join(o.get("text", "") for c in nb.cells if grade_id(c) == part for o in c.get("outputs", []))
+        assert "visible tests passed" not in printed, f"{part}: the visible check should already name the call"
+
+
+def test_visible_checks_name_the_rules(graded):
+    """The release's own checks report a loss of the wrong dtype and an input changed in place."""
+    course, *_ = graded
+    nb = course.read("autograded", "leo", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+    errors = {grade_id(c): next((o for o in c.get("outputs", []) if o.output_type == "error"), None) for c in nb.cells}
+    for part, phrase in [("test_discriminator_loss", "expected dtype torch.float32, got torch.float64"),
+                         ("test_optimal_discriminator", "changed its input `p_data` in place")]:
+        error = errors[part]
+        assert error is not None and phrase in error.evalue, (part, error and error.evalue)
 
 
 def test_no_detach_passes_the_values_but_not_the_gradient_check(graded):
