@@ -19,7 +19,12 @@ must keep them:
            + the count written as one grouped formula
     judy   + masking with a Python loop over the tokens
     kim    + masking whose random token always differs from the original (the deck's wording)
+    leo    attention that scales q in place (q /= sqrt(d)): right values, the caller's q changed
+    mia    attention computed and returned in float64 for float32 inputs
     ken    calls the references (dlcourse.bert, F.scaled_dot_product_attention): 0 on every part
+
+The visible checks already name a reference call, an input changed in place, a wrong dtype and a label
+put on a special token (saying which: [CLS], [SEP], ...), so a student sees them before handing in.
 
 The random parts are graded statistically at fixed seeds, with bounds of six standard deviations, so
 the correct variants (which draw their random numbers in other orders) pass, and the wrong shares
@@ -141,6 +146,9 @@ WRONG = {  # name -> (the part it must cost, (cell grade_id, source))
     "causal_allows_future": edit(ATT, (".tril()", ".triu()")),
     "causal_hides_diagonal": edit(ATT, (".tril()", ".tril(-1)")),
     "softmax_over_queries": edit(ATT, ("dim=-1", "dim=-2")),
+    "att_scales_q_in_place": edit(ATT, ("    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n",
+                                        "    q /= math.sqrt(q.shape[-1])\n    scores = q @ k.transpose(-2, -1)\n")),
+    "att_float64": edit(ATT, ("    return torch.softmax(scores, dim=-1) @ v", "    return torch.softmax(scores.double(), dim=-1) @ v.double()")),
     "count_no_layernorm": edit(COUNT, (" * h + 2 * h\n", " * h\n"), (" + 2 * h + (h * i", " + (h * i"),
                                ("(i * h + h) + 2 * h", "(i * h + h)")),
     "count_no_pooler": edit(COUNT, ("(h * h + h if pooler else 0)", "0")),
@@ -298,6 +306,8 @@ STUDENTS = {  # student -> planted answers, at most one per part (names from WRO
     "hank": ["fifteen_percent_of_all_positions", "count_grouped_formula"],
     "judy": ["mask_python_loop"],
     "kim": ["mask_random_differs_from_original"],
+    "leo": ["att_scales_q_in_place"],
+    "mia": ["att_float64"],
 }
 
 
@@ -369,15 +379,19 @@ def test_calling_the_reference_scores_zero_with_a_reason(graded):
         error = errors[part]
         assert error is not None and reference in error.evalue and "reference implementation" in error.evalue, (
             part, error)
+        printed = "".join(o.get("text", "") for c in nb.cells if grade_id(c) == part for o in c.get("outputs", []))
+        assert "visible tests passed" not in printed, f"{part}: the visible check should already name the call"
 
 
 def test_mistakes_fail_with_a_message_about_them(graded):
     """The hidden tests name what went wrong, so the feedback teaches something."""
     course, *_ = graded
-    expected = {("carol", MASK): "special", ("dave", MASK): "[MASK]", ("erin", MASK): "-100",
+    expected = {("dave", MASK): "[MASK]",
                 ("frank", MASK): "in place", ("gina", MASK): "special id", ("hank", MASK): "mlm_probability",
                 ("dave", NSP): "IsNext", ("erin", NSP): "own document", ("carol", PAIR): "token_type_ids",
-                ("dave", PAIR): "attention_mask", ("carol", COUNT): "bert_parameter_count(10, 4, 1, 8"}
+                ("dave", PAIR): "attention_mask", ("carol", COUNT): "bert_parameter_count(10, 4, 1, 8",
+                ("carol", MASK): "holds [CLS] (id 1), a special token", ("erin", MASK): "holds [CLS]",
+                ("leo", ATT): "changed its input `q` in place", ("mia", ATT): "expected dtype torch.float32"}
     for (student, part), words in expected.items():
         nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
         cell = next(c for c in nb.cells if grade_id(c) == part)
