@@ -36,7 +36,7 @@ from nbgrader_harness import grade_id, graded_test_ids, make_course, part_scores
 
 ASSIGNMENT, NOTEBOOK = "ps_dropout", "dropout"
 POINTS = {"test_dropout_train": 2, "test_dropout_eval": 1, "test_dropout_backward": 2,
-          "test_classic_dropout": 2, "test_sgd_momentum": 2, "test_adam": 3}
+          "test_classic_dropout": 2, "test_sgd_momentum": 2, "test_adam": 3, "test_written_key": 0}
 
 CORRECT_EVAL = """
     if not training or p == 0:
@@ -290,6 +290,7 @@ def test_solution_gets_full_marks(graded):
     _, scores = graded
     assert parts(scores, "alice") == POINTS
     assert scores["alice"]["auto_total"] == sum(POINTS.values())
+    assert scores["alice"]["max"]["written_test_time"] == 2  # Part 6 waits for a human
 
 
 def test_untouched_release_gets_zero(graded):
@@ -314,9 +315,9 @@ def test_the_student_is_told_why(graded, name):
     assert "RuntimeError" not in output and "TypeError" not in output
 
 
-def test_in_place_updates_are_caught_by_the_visible_checks_too(graded):
+def test_in_place_updates_and_reference_calls_are_caught_by_the_visible_checks_too(graded):
     course, _ = graded
-    for name in ("param_in_place", "adam_moments_in_place"):
+    for name in ("param_in_place", "adam_moments_in_place", *REFERENCE_CALLS):
         student = next(s for s, names in STUDENTS.items() if name in names)
         output = cell_output(course, student, TABLE[name][2][0])
         assert "visible tests passed" not in output and "scores 0" in output
@@ -333,8 +334,10 @@ def test_the_rules_name_exactly_what_the_hidden_tests_forbid():
     rules = " ".join(nb.cells[0].source.split("**Rules.**")[1].split()).split("Do **not**")
     named = set(re.findall(r"`([\w.]+)`", rules[1].split("The hidden tests")[0]))
     guarded = [set(re.findall(r'"([\w.]+)"', c.source.split("_references = (")[1].split(")")[0]))
-               for c in nb.cells if "references_forbidden(" in c.source]
-    assert len(guarded) == len(POINTS), "every autograded part runs under the guard"
+               for c in nb.cells if "_references = (" in c.source]
+    assert len(guarded) == len(POINTS) - 1, "every autograded part (the written key's cell aside) runs under the guard"
+    visible = next(c.source for c in nb.cells if "FORBIDDEN = (" in c.source)
+    guarded.append(set(re.findall(r'"([\w.]+)"', visible.split("FORBIDDEN = (")[1].split(")")[0])))  # the visible guard
     for references in guarded:
         assert references == named, f"rules and hidden tests disagree: {references ^ named}"
     assert not named & set(re.findall(r"`([\w.]+)`", rules[0])), "a name is both allowed and forbidden"
