@@ -28,6 +28,7 @@ from system_packages import ensure_debian_packages
 from dlcourse.grading import cli
 from dlcourse.grading.batch import kernel_reachable
 from dlcourse.grading.report import AWAITING, UNSANDBOXED, failing_fractions, write_outputs
+from dlcourse.grading.state import read_state
 from dlcourse.grading.submissions import collect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,12 +71,12 @@ def test_interrupted_batch_resumes_and_reruns_only_changes(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text())):
+    while time.monotonic() < deadline and not read_state(state):   # state.json and the rows appended to its log
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # Ctrl-C after the first student
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command again" in err, (proc.returncode, err[-1000:])
-    done_before = set(json.loads(state.read_text()))
+    done_before = set(json.loads(state.read_text()))   # compacted into state.json when interrupted
     assert 1 <= len(done_before) < len(students), f"the interrupt came too late to test anything: {done_before}"
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -316,7 +317,16 @@ def test_autograde_keeps_nbgraders_preprocessors_with_execute_swapped():
     from nbgrader.converters import Autograde
     from dlcourse.grading.batch import autograde_preprocessors
     from dlcourse.grading.sandbox import SandboxedExecute
+    from dlcourse.grading.sanitize import SanitizeStudentOutput
     default = Autograde.class_traits()["autograde_preprocessors"].default()
     got = autograde_preprocessors(SandboxedExecute)
-    assert len(got) == len(default) and got[0] is SandboxedExecute
-    assert [p for p in got if p is not SandboxedExecute] == default[1:]
+    assert len(got) == len(default) + 1 and got[0] is SandboxedExecute and got[-1] is SanitizeStudentOutput
+    assert [p for p in got[:-1] if p is not SandboxedExecute] == default[1:]
+
+
+def test_a_plain_nbgrader_autograde_cleans_student_html_too():
+    """`make autograde` (stock nbgrader with the course's config) stores what formgrader renders:
+    its preprocessors end with SanitizeStudentOutput as the batch's do."""
+    from traitlets.config.loader import PyFileConfigLoader
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(Path(__file__).resolve().parents[1])).load_config()
+    assert config.Autograde.autograde_preprocessors[-1] == "dlcourse.grading.sanitize.SanitizeStudentOutput"

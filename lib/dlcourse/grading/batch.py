@@ -12,9 +12,9 @@ run     (`_Runner`) autograde each Job in a forked worker (own session, own uid,
 finish  (`_Finisher`) scores or a Failure's reason into the student's row; feedback (hidden
         tests stay hidden) was written by the worker; grades.csv and the report at the end
 
-The row of each student is saved to state.json as soon as it is known, so a crash or Ctrl-C
-loses nothing: the next run skips every student whose files hash the same and whose outcome is
-final, and grades the rest.
+The row of each student is appended to state.log as soon as it is known (state.py; compacted
+into state.json when a batch loads and ends), so a crash or Ctrl-C loses nothing: the next run
+skips every student whose files hash the same and whose outcome is final, and grades the rest.
 """
 import enum
 import gc
@@ -39,6 +39,7 @@ from dlcourse.grading.cgroups import MemoryCap
 from dlcourse.grading.feedback import FeedbackExporter, remember_highlights
 from dlcourse.grading.kernel_template import notebook_imports
 from dlcourse.grading.sandbox import FIRST_UID, Limits, check_bwrap, private_tmpfs
+from dlcourse.grading.state import StateLog
 
 
 # the note on a row whose kernel died once and which was graded again
@@ -849,15 +850,8 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         gradebook = Gradebook(url, "dlcourse")   # one for the batch's reads: its SQL is compiled once
         gradebook.close()   # no connection open when the workers are forked (each read opens one)
 
-        state_path = out / "state.json"
-        state = json.loads(state_path.read_text()) if state_path.exists() else {}
-
-        def save(student, row):
-            state[student] = row
-            tmp = state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-            os.replace(tmp, state_path)
-
+        state = StateLog(out / "state.json")   # a row appended as soon as it is known, compacted at the end
+        save = state.save
         todo = _plan(root, assignment, taken, notebooks, source_nbs, state, save)
         if not todo and template is not None:
             template.stop()
@@ -883,6 +877,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                 gc.unfreeze()
             bar.close()
             stop.restore()
+            state.compact()
     finally:
         if template is not None:
             template.stop()
