@@ -44,6 +44,14 @@ c.IgnorePattern.pattern = r"\w*Warning\b"
 # `dlcourse-grade --duedate`) scores 0; set "none" to grade late work like the rest.
 c.LateSubmissionPlugin.penalty_method = "zero"
 
+# What formgrader shows of a student's notebook is the stored autograded copy, on the
+# instructor's own origin: clean the student's HTML before it is stored (`make grade` does the
+# same with its sandboxed Execute; this covers a plain `nbgrader autograde`).
+from nbgrader.converters import Autograde  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [*Autograde.class_traits()["autograde_preprocessors"].default(),
+                                       "dlcourse.grading.sanitize.SanitizeStudentOutput"]
+
 # Feedback must not show hidden tests: neither their source, nor their tracebacks, nor an
 # output that quotes them; and no student HTML that could run in the reader's browser.
 c.GenerateFeedback.preprocessors = [
