@@ -239,7 +239,7 @@ def test_what_a_student_does_in_a_forked_kernel_is_the_students_outcome(tmp_path
         assert row["status"] == "graded" and row["parts"]["test_mean"] == 0, row
         assert row["parts"]["test_add"] == POINTS["test_add"], row
         assert any(n.endswith("mean: hit the time limit") for n in row["notes"]), row["notes"]
-        assert row["seconds"] < 2 * timeout, f"{student}: one time limit, not two ({row['seconds']} s)"
+        assert not any("second" in n for n in row["notes"]), f"{student}: one time limit, not two: {row['notes']}"
     dead = rows["dies_when_forked"]
     assert dead["status"] == "failed" and "kernel died" in dead["reason"], dead
     assert not list(logs.glob("*.forked.log")), "no student was graded again with a fresh kernel"
