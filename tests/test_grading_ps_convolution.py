@@ -8,7 +8,8 @@ One course, one `nbgrader autograde` call. The tests of the tests:
 * WARNED: answers a student could believe right (a float32 buffer for float64 data) that lose
   their part, but only after a visible check has said why; the grader's copy shows the message.
 * REFERENCE_CALLS: answers that call what the rules forbid (torch.nn.functional.conv2d,
-  max_pool2d, numpy.correlate, dlcourse): 0 on that part, with the reason in the output.
+  max_pool2d, numpy.correlate, dlcourse): 0 on that part, with the reason in the output, which the
+  visible check of that part already gives (a student sees it before handing in).
 * VARIANTS: correct answers written differently (loops, torch.stack of lists, Tensor.unfold +
   einsum, F.pad, reusing corr2d, math.floor / len(range(...)), a float32 padding buffer with a
   result of x's dtype, which the float32 tolerance of the hidden tests accepts, a float64 result
@@ -380,7 +381,10 @@ def test_the_student_is_told_why(graded, name):
     course, *_ = graded
     student = next(s for s, names in STUDENTS.items() if name in names)
     table = {**WARNED, **REFERENCE_CALLS}
-    assert table[name][3] in cell_output(course, student, table[name][2])
+    output = cell_output(course, student, table[name][2])
+    assert table[name][3] in output
+    if name in REFERENCE_CALLS:   # the visible check already names the call, before the student hands in
+        assert "visible checks passed" not in output, output
 
 
 def test_a_flipped_kernel_is_named_by_the_visible_check(graded):
@@ -448,8 +452,10 @@ def test_the_rules_name_exactly_what_the_hidden_tests_forbid():
     forbidden_text = rules.split("Do **not** call")[1]
     named = set(re.findall(r"`([\w.]+)`", forbidden_text))
     guarded = [set(re.findall(r'"([\w.]+)"', c.source.split("_references = (")[1].split(")")[0]))
-               for c in nb.cells if "references_forbidden(" in c.source]
+               for c in nb.cells if "_references = (" in c.source]
     assert len(guarded) == 5, "every autograded function runs under the guard"
+    visible = next(c.source for c in nb.cells if "FORBIDDEN = (" in c.source)
+    guarded.append(set(re.findall(r'"([\w.]+)"', visible.split("FORBIDDEN = (")[1].split(")")[0])))  # the visible guard
     for references in guarded:
         assert references == named, f"rules and hidden tests disagree: {references ^ named}"
     allowed = set(re.findall(r"`([\w.]+)`", rules.split("Do **not** call")[0]))
