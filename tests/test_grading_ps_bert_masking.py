@@ -20,7 +20,8 @@ must keep them:
     judy   + masking with a Python loop over the tokens
     kim    + masking whose random token always differs from the original (the deck's wording)
     leo    attention that scales q in place (q /= sqrt(d)): right values, the caller's q changed
-    mia    attention computed and returned in float64 for float32 inputs
+           masking that draws its selection from the global generator, not `generator`
+    mia    attention computed and returned in float64 for float32 inputs | NSP coin from the global generator
     ken    calls the references (dlcourse.bert, F.scaled_dot_product_attention): 0 on every part
 
 The visible checks already name a reference call, an input changed in place, a wrong dtype and a label
@@ -136,6 +137,9 @@ WRONG = {  # name -> (the part it must cost, (cell grade_id, source))
         "    selected[chosen] = True\n"
         "    selected = selected.view(input_ids.shape)\n")),
     "nsp_70_30": edit(NSP, ("< 0.5", "< 0.7")),
+    "nsp_ignores_generator": edit(NSP, ("if torch.rand((), generator=generator).item() < 0.5:", "if torch.rand(()).item() < 0.5:")),
+    "mask_ignores_generator": edit(MASK, ("selected &= torch.rand(input_ids.shape, generator=generator) < mlm_probability",
+                                          "selected &= torch.rand(input_ids.shape) < mlm_probability")),
     "nsp_labels_swapped": edit(NSP, ("doc[i + 1], 1)", "doc[i + 1], 0)"), ("documents[other][j], 0)", "documents[other][j], 1)")),
     "nsp_same_document": edit(NSP, ("torch.randint(len(documents) - 1, ", "torch.randint(len(documents), "),
                               ("                other += other >= d\n", "")),
@@ -306,8 +310,8 @@ STUDENTS = {  # student -> planted answers, at most one per part (names from WRO
     "hank": ["fifteen_percent_of_all_positions", "count_grouped_formula"],
     "judy": ["mask_python_loop"],
     "kim": ["mask_random_differs_from_original"],
-    "leo": ["att_scales_q_in_place"],
-    "mia": ["att_float64"],
+    "leo": ["att_scales_q_in_place", "mask_ignores_generator"],
+    "mia": ["att_float64", "nsp_ignores_generator"],
 }
 
 
@@ -391,7 +395,9 @@ def test_mistakes_fail_with_a_message_about_them(graded):
                 ("dave", NSP): "IsNext", ("erin", NSP): "own document", ("carol", PAIR): "token_type_ids",
                 ("dave", PAIR): "attention_mask", ("carol", COUNT): "bert_parameter_count(10, 4, 1, 8",
                 ("carol", MASK): "holds [CLS] (id 1), a special token", ("erin", MASK): "holds [CLS]",
-                ("leo", ATT): "changed its input `q` in place", ("mia", ATT): "expected dtype torch.float32"}
+                ("leo", ATT): "changed its input `q` in place", ("mia", ATT): "expected dtype torch.float32",
+                ("leo", MASK): "the same generator seed gave another result",
+                ("mia", NSP): "the same generator seed gave other pairs"}
     for (student, part), words in expected.items():
         nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
         cell = next(c for c in nb.cells if grade_id(c) == part)
