@@ -888,7 +888,9 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
             fresh = _scores(gradebook, assignment, row["student"])
             fresh.pop("late")
             row.update(fresh)
-    write_outputs(out, assignment, rows, _part_maxima(gradebook, assignment), sandboxed=settings.sandbox)
+    release_dir = root / str(cfg.CourseDirectory.get("release_directory", "release")) / assignment
+    write_outputs(out, assignment, rows, _part_maxima(gradebook, assignment), sandboxed=settings.sandbox,
+                  autograded=root / "autograded", release=release_dir)
     return rows
 
 

@@ -1,0 +1,158 @@
+"""Answers that look copied: one answer cell compared across the class, with copydetect.
+
+copydetect (a plagiarism detector made for programming classes: Schleimer, Wilkerson and Aiken's
+winnowing, as in MOSS) tokenizes each answer with pygments and replaces every variable, function
+and class name with one letter and every string with another, so renaming and reformatting change
+nothing; comments and blank lines are dropped. Each answer becomes a set of fingerprints (hashes
+of `noise` consecutive tokens, winnowed); the release's own code for that cell (the stub every
+student starts from) is boilerplate and never counts. The similarity of a pair is copydetect's:
+for each side, the share of its fingerprinted tokens that the other side has too.
+
+Cost: comparing every pair is quadratic in the class (5 million pairs for 3000 students). Here
+each answer is fingerprinted once (linear), the fingerprints go into an index (fingerprint ->
+students), and only pairs that share a fingerprint held by at most `common` students are compared
+with copydetect's `compare_files`: at most common**2 pairs per fingerprint, so the pass stays
+linear in the class. A fingerprint that more than `common` students share is an idiom of the
+task (or one source copied by a crowd, which the library-twin check and the mistakes table show),
+like the release's code. Answers shorter than `shortest` tokens are not compared: two honest
+`return sum(xs) / len(xs)` are the same program.
+
+Library twins: every function and class of the course library (`lib/dlcourse`, the reference
+implementations the notebooks import) is fingerprinted the same way, and an answer is flagged
+when `threshold` or more of its tokens come from one of them (renamed or not).
+
+    pairs = similar_answers({"corr2d": {"ann": src_a, "bob": src_b, ...}}, release={"corr2d": stub})
+    twins = library_twins({"corr2d": {...}}, reference_functions(Path("lib/dlcourse")))
+"""
+import ast
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+NOISE = 25        # copydetect's noise threshold: fingerprints are hashes of 25 filtered characters
+# copydetect's guarantee threshold, its default: every k-gram is a fingerprint (window 1). A longer
+# window keeps fewer, but which ones depends on Python's string hashes, randomized per process:
+# the similarities would change from run to run.
+GUARANTEE = 25
+THRESHOLD = 0.8   # a pair is shown when 80 % of one side's tokens are in the other
+SHORTEST = 50     # answers with fewer fingerprinted tokens are too short to tell copying from idiom
+COMMON = 25       # a fingerprint held by more students than this is an idiom of the task
+
+
+@dataclass
+class Match:
+    """Two answers to one cell that look copied (or an answer and a library function)."""
+    cell: str              # the answer cell's grade id
+    first: str             # a student
+    second: str            # another student, or "dlcourse/conv.py: corr2d" for a library twin
+    similarity: tuple      # (share of first's tokens found in second, share of second's in first)
+    first_html: str        # first's code, HTML-escaped, the copied parts in <mark>
+    second_html: str
+
+    @property
+    def score(self) -> float:
+        return max(self.similarity)
+
+
+def _fingerprint(code: str, boilerplate=None):
+    from copydetect import CodeFingerprint
+    return CodeFingerprint("answer.py", NOISE, GUARANTEE - NOISE + 1, boilerplate=boilerplate, fp=io.StringIO(code),
+                           language="python")
+
+
+def _compare(cell: str, first: str, second: str, a, b) -> Match:
+    from copydetect import compare_files
+    from copydetect.utils import highlight_overlap
+    _, sims, slices = compare_files(a, b)
+    marked = [highlight_overlap(fp.raw_code, s, "<mark>", "</mark>", escape_html=True)[0] if s.ndim == 2 and s.shape[1] else
+              str(_escape(fp.raw_code)) for fp, s in zip((a, b), slices)]
+    return Match(cell, first, second, (float(sims[0]), float(sims[1])), *marked)
+
+
+def _escape(text: str) -> str:
+    from markupsafe import escape
+    return str(escape(text))
+
+
+def _fingerprints(answers: dict[str, str], boilerplate_code: str) -> dict:
+    """{student: CodeFingerprint} of the answers long enough to compare (release code left out)."""
+    boilerplate = None
+    if boilerplate_code.strip():
+        import numpy as np
+        boilerplate = np.array(sorted(_fingerprint(boilerplate_code).hashes))
+    prints = {}
+    for student, code in answers.items():
+        if code and code.strip():
+            fp = _fingerprint(code, boilerplate)
+            if fp.token_coverage >= SHORTEST:
+                prints[student] = fp
+    return prints
+
+
+def similar_answers(cells: dict[str, dict[str, str]], release: dict[str, str] | None = None,
+                    threshold: float = THRESHOLD, common: int = COMMON) -> list[Match]:
+    """Pairs of students whose answers to one cell look copied, most similar first.
+
+    cells: {answer cell: {student: its source}}; release: {answer cell: the release's source}."""
+    release = release or {}
+    matches = []
+    for cell, answers in cells.items():
+        prints = _fingerprints(answers, release.get(cell, ""))
+        holders = defaultdict(list)
+        for student, fp in prints.items():
+            for h in fp.hashes:
+                holders[h].append(student)
+        pairs = set()
+        for students in holders.values():
+            if 1 < len(students) <= common:
+                pairs.update((a, b) for i, a in enumerate(students) for b in students[i + 1:])
+        for a, b in sorted(tuple(sorted(p)) for p in pairs):
+            match = _compare(cell, a, b, prints[a], prints[b])
+            if match.score >= threshold:
+                matches.append(match)
+    return sorted(matches, key=lambda m: (-m.score, m.cell, m.first, m.second))
+
+
+def reference_functions(library: Path, skip=("grading", "widgets")) -> dict[str, str]:
+    """{"dlcourse/<module>.py: <name>": source} of every top-level function and class of the
+    course library (its grading tools and widgets left out)."""
+    library = Path(library)
+    refs = {}
+    for path in sorted(library.rglob("*.py")):
+        if any(part in skip for part in path.relative_to(library).parts):
+            continue
+        source = path.read_text()
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                refs[f"{library.name}/{path.relative_to(library).as_posix()}: {node.name}"] = \
+                    ast.get_source_segment(source, node) or ""
+    return refs
+
+
+def library_twins(cells: dict[str, dict[str, str]], references: dict[str, str],
+                  release: dict[str, str] | None = None, threshold: float = THRESHOLD) -> list[Match]:
+    """Answers of which `threshold` or more of the tokens come from one library function, most
+    similar first (the student's share decides; the library function may be longer)."""
+    release = release or {}
+    ref_prints = {name: _fingerprint(src) for name, src in references.items() if src.strip()}
+    holders = defaultdict(list)
+    for name, fp in ref_prints.items():
+        for h in fp.hashes:
+            holders[h].append(name)
+    matches = []
+    for cell, answers in cells.items():
+        for student, fp in _fingerprints(answers, release.get(cell, "")).items():
+            names = {name for h in fp.hashes for name in holders.get(h, ())}
+            best = None
+            for name in sorted(names):
+                match = _compare(cell, student, name, fp, ref_prints[name])
+                if match.similarity[0] >= threshold and (best is None or match.similarity[0] > best.similarity[0]):
+                    best = match
+            if best is not None:
+                matches.append(best)
+    return sorted(matches, key=lambda m: (-m.similarity[0], m.cell, m.first))
