@@ -1,8 +1,9 @@
 """The batch grader on a Dask cluster: the same rows as a local run, and nothing lost when a worker dies.
 
-A real `dask scheduler` and two `dask worker` processes (the project's environment, 127.0.0.1, free
-ports) are started by a module fixture and killed in its teardown whatever happens; a LocalCluster
-test runs the workers as threads of this process. Each grades the same mixed class of the tiny
+A real `dask scheduler` and two `dask worker` processes, started the standard way (with their
+nannies, so each task runs in a daemonic process; the project's environment, 127.0.0.1, free
+ports), are started by a module fixture and killed in its teardown whatever happens; one
+LocalCluster test runs the workers as threads of this process, another as processes with nannies. Each grades the same mixed class of the tiny
 assignment (honest, wrong, hostile, broken) into its own copy of the course, and every row of
 grades.csv / state.json must equal the local run's, apart from the worker that graded it.
 """
@@ -127,7 +128,7 @@ def cluster():
                                       start_new_session=True))
         for _ in range(2):
             procs.append(subprocess.Popen([BIN / "dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                                           "--nworkers", "1", "--no-nanny", "--no-dashboard"], env=env,
+                                           "--nworkers", "1", "--no-dashboard"], env=env,   # stock: with a nanny
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         with distributed.Client(address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=60)
@@ -190,6 +191,21 @@ def test_local_cluster_grades_every_row_as_a_local_run(tmp_path, local_run):
     root = tiny_course(tmp_path / "course").root
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, scheduler_port=0,
                                   dashboard_address=":0") as lc:  # workers: threads here (inproc://)
+        rows = grade(root, folder, scheduler=lc.scheduler_address)
+        workers = set(lc.scheduler_info["workers"])
+    assert_same_rows(rows, local)
+    assert {r["worker"] for s, r in rows.items() if s != "broken"} <= workers
+
+
+def test_local_cluster_with_nannies_grades_every_row_as_a_local_run(tmp_path, local_run):
+    """Workers as Dask starts them by default (processes=True: a nanny each, the task in a daemonic
+    process, where multiprocessing may not start the grading process): graded through a subprocess."""
+    folder, local = local_run
+    root = tiny_course(tmp_path / "course").root
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, scheduler_port=0,
+                                  dashboard_address=":0") as lc:
+        with distributed.Client(lc, set_as_default=False) as client:
+            assert all(client.run(lambda: __import__("multiprocessing").current_process().daemon).values())
         rows = grade(root, folder, scheduler=lc.scheduler_address)
         workers = set(lc.scheduler_info["workers"])
     assert_same_rows(rows, local)

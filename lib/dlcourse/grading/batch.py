@@ -607,11 +607,15 @@ class _Runner:
     def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork",
                  template=None):
         """done(job, outcome): called once per job with its final Outcome (`_Finisher` or a Dask task's);
+        start_method: multiprocessing's ("fork", "spawn"), or "subprocess" (worker_process.py: a new
+        Python, where this process is daemonic and multiprocessing may not start children);
         template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None."""
         import multiprocessing
+
+        from dlcourse.grading.worker_process import WorkerContext
         self.root, self.assignment, self.settings, self.url, self.logs = root, assignment, settings, url, logs
         self.done = done
-        self.ctx = multiprocessing.get_context(start_method)
+        self.ctx = WorkerContext() if start_method == "subprocess" else multiprocessing.get_context(start_method)
         self.uids, self.uid_locks = _claim_uids(settings.workers)
         self.work_root = Path(tempfile.mkdtemp(prefix="dlg-"))
         self.work_root.chmod(0o711)  # the kernels' uids pass through to their own (private) scratch folders

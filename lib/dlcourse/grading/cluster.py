@@ -33,9 +33,6 @@ def grade_on_worker(root: Path, assignment: str, student: str, settings: Setting
 
     from distributed import get_worker
 
-    if multiprocessing.current_process().daemon:
-        raise RuntimeError("a daemonic Dask worker cannot start the grading process: start the workers with "
-                           "--no-nanny, or set DASK_DISTRIBUTED__WORKER__DAEMON=False")
     result = {}
     job = Job(student, Row(student=student, notes=[], flags=[]))
 
@@ -43,10 +40,13 @@ def grade_on_worker(root: Path, assignment: str, student: str, settings: Setting
         outcome.notes = list(job.row["notes"])
         result["outcome"] = outcome
 
-    # spawn, not fork: a Dask worker runs threads (its event loop, the task's executor); no kernel
-    # template: it would be started for this one submission and pay the imports it saves
+    # spawn, not fork: a Dask worker runs threads (its event loop, the task's executor); and a new
+    # Python through subprocess where the worker is daemonic (a stock `dask worker`, with its nanny),
+    # as multiprocessing starts no children there. No kernel template: it would be started for
+    # this one submission and pay the imports it saves
     one = replace(settings, workers=1, fork_kernels=False)
-    _Runner(root, assignment, one, url, logs, done, start_method="spawn").run([job], [])
+    start = "subprocess" if multiprocessing.current_process().daemon else "spawn"
+    _Runner(root, assignment, one, url, logs, done, start_method=start).run([job], [])
     return {"outcome": result["outcome"], "worker": get_worker().address}
 
 
