@@ -9,6 +9,7 @@
 #                                 feedback, grades/<assignment>/grades.csv and report.html
 #   make outputs                  re-execute lectures and solutions to refresh stored outputs
 #   make site                     the lectures as a static web site in site/ (stored outputs, offline)
+#   make slides                   every lecture as a reveal.js deck in slides/ (offline; open slides/index.html)
 #   make hub HUB_INSTRUCTOR=.. HUB_STUDENTS='..'
 #                                 JupyterHub for the course on this server (as root): PAM logins,
 #                                 the nbgrader exchange, formgrader for the instructor
@@ -33,7 +34,7 @@ PYTEST_ARGS ?=
 # nbgrader calls `alembic` (and the kernel `python`) by name: put the venv first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lab test release autograde feedback grade outputs site hub hub-proxy clean
+.PHONY: install lab test release autograde feedback grade outputs site slides slides-assets hub hub-proxy clean
 
 install: $(STAMP)
 
@@ -87,6 +88,31 @@ site: $(STAMP)
 	$(BIN)/python -m sphinx -b html -q -E -c website . "$(SITE)"
 	@echo "open $(SITE)/index.html"
 
+# The lectures as reveal.js decks (nbconvert's slides exporter; each cell's slide type is in its
+# metadata: `python -m dlcourse.slides outline lectures/*.ipynb` shows them). reveal.js, MathJax 2,
+# require.js and jQuery come from npm, pinned, into .venv/slides and are copied beside the decks,
+# so $(SLIDES)/ opens from file:// with no network. Live slides with code running: RISE in `make lab`.
+SLIDES ?= slides
+SLIDES_NPM := reveal.js@5.2.1 mathjax@2.7.9 requirejs@2.3.7 jquery@3.7.1
+SLIDES_NODE_MODULES := $(VENV)/slides/node_modules
+SLIDES_ASSETS := $(VENV)/slides/.installed-$(subst @,-,$(subst $(eval) ,+,$(SLIDES_NPM)))
+
+slides-assets: $(SLIDES_ASSETS)
+
+$(SLIDES_ASSETS):
+	@$(NEED_NPM)
+	npm install --prefix $(VENV)/slides --save-exact --no-audit --no-fund --loglevel=error --cache $(VENV)/slides/.npm-cache $(SLIDES_NPM)
+	@touch $@
+
+slides: $(STAMP) $(SLIDES_ASSETS)
+	$(BIN)/python -m dlcourse.slides export --assets $(SLIDES_NODE_MODULES) --out "$(SLIDES)" lectures/*.ipynb
+
+# npm (for the hub's proxy and the decks' scripts): Debian's nodejs and npm, installed if missing (as root).
+NEED_NPM = command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q --no-install-recommends nodejs npm || { apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm; }; \
+	  else echo "error: this needs node and npm: apt-get install nodejs npm (as root)"; exit 1; fi; }
+
 # JupyterHub for a class on one server (hub/jupyterhub_config.py, dlcourse.hub documents each setting).
 # Its proxy comes from npm, pinned, into .venv/hub; Debian's nodejs and npm are installed if missing.
 CHP_VERSION := 5.3.0
@@ -103,10 +129,7 @@ HUB_EXCHANGE ?= /srv/nbgrader/exchange
 hub-proxy: $(CHP)
 
 $(CHP):
-	@command -v npm >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -q --no-install-recommends nodejs npm || { apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm; }; \
-	  else echo "error: the hub's proxy needs node and npm: apt-get install nodejs npm (as root)"; exit 1; fi; }
+	@$(NEED_NPM)
 	npm install --prefix $(VENV)/hub --no-audit --no-fund --loglevel=error --cache $(VENV)/hub/.npm-cache configurable-http-proxy@$(CHP_VERSION)
 	@touch $@
 
@@ -118,4 +141,4 @@ hub: $(STAMP) $(CHP)
 	  $(BIN)/jupyterhub -f hub/jupyterhub_config.py $(HUB_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db .jupyter-state .hub-state site
+	rm -rf $(VENV) .pytest_cache .hypothesis gradebook.db .jupyter-state .hub-state site slides
