@@ -337,3 +337,20 @@ def test_training_is_reproducible_and_the_loss_falls(device, mode):
 def test_train_errors():
     with pytest.raises(ValueError, match="mode must be 'skipgram' or 'cbow'"):
         E.train_word2vec([[0, 1]], torch.tensor([1, 1]), mode="glove")
+
+
+# ------------------------------------------------------------------ anything2vec: random walks
+def test_random_walks_follow_edges_both_ways():
+    triples = [("a", "knows", "b"), ("b", "knows", "c"), ("c", "likes", "d")]
+    edges = {(s, p, o) for s, p, o in triples} | {(o, p, s) for s, p, o in triples}
+    walks = E.random_walks(triples, walks_per_node=5, walk_length=3, generator=torch.Generator().manual_seed(0))
+    assert len(walks) == 5 * 4 and {w[0] for w in walks} == {"a", "b", "c", "d"}
+    for w in walks:
+        assert len(w) == 1 + 2 * 3
+        assert all((w[i], w[i + 1], w[i + 2]) in edges for i in range(0, len(w) - 2, 2))
+    nodes_only = E.random_walks(triples, 2, 3, generator=torch.Generator().manual_seed(0), relations=False)
+    assert all(len(w) == 4 and not {"knows", "likes"} & set(w) for w in nodes_only)
+    again = E.random_walks(triples, 5, 3, generator=torch.Generator().manual_seed(0))
+    assert again == walks
+    with pytest.raises(ValueError):
+        E.random_walks(triples, walks_per_node=0)

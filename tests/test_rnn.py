@@ -243,3 +243,19 @@ def test_state_gradient_norms_linear_recurrence_and_jacobian_product():
         for t in range(4, 0, -1):   # dh_t/dh_{t-1} = diag(1 - h_t^2) W_hh
             grad = (torch.diag(1 - states[t] ** 2) @ w[1]).T @ grad
     assert abs(rnn.state_gradient_norms(step, xs1, h)[0].item() - grad.norm().item()) < 1e-12
+
+
+def test_recurrence_with_the_rnn_cell_is_the_rnn():
+    """deck 004's general form h_t = f_W(h_{t-1}, x_t), y_t = g_W(h_t) with f = the tanh cell."""
+    g = torch.Generator().manual_seed(5)
+    layer = nn.RNN(3, 4).double()
+    readout = nn.Linear(4, 2).double()
+    x = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    W = [layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0]
+    ys, hs = rnn.recurrence(lambda h, x_t: rnn.rnn_cell(x_t, h, *W), lambda h: readout(h).softmax(-1),
+                            x, torch.zeros(2, 4, dtype=torch.float64))
+    theirs, _ = layer(x)
+    assert_matches_torch(hs, theirs, what="states")
+    assert_matches_torch(ys, readout(theirs).softmax(-1), what="outputs")
+    with pytest.raises(ValueError, match="empty"):
+        rnn.recurrence(lambda h, x_t: h, lambda h: h, torch.zeros(0, 3), torch.zeros(3))

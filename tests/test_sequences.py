@@ -105,3 +105,53 @@ def test_long_range_task_mentions_are_keys_that_do_not_change_the_label():
     assert not S.long_range_task(50, 10, mention_prob=0.0, generator=torch.Generator().manual_seed(2))[0][:, 1:].le(4).any()
     with pytest.raises(ValueError, match="mention_prob"):
         S.long_range_task(5, 3, mention_prob=1.5)
+
+
+# ------------------------------------------------------------ time series and error analysis (more from the decks)
+@settings(deadline=None, max_examples=40)
+@given(T=st.integers(2, 40), window=st.integers(1, 10), horizon=st.integers(1, 4))
+def test_sliding_windows_pairs_each_window_with_the_value_after_it(T, window, horizon):
+    s = torch.arange(T, dtype=torch.float64) ** 2
+    if T - window - horizon + 1 < 1:
+        with pytest.raises(ValueError, match="too short"):
+            S.sliding_windows(s, window, horizon)
+        return
+    X, y = S.sliding_windows(s, window, horizon)
+    assert X.shape == (T - window - horizon + 1, window) and y.shape == (X.shape[0],)
+    for j in range(X.shape[0]):
+        assert torch.equal(X[j], s[j:j + window]) and y[j] == s[j + window + horizon - 1]
+
+
+def test_seasonal_series_is_seeded_and_has_its_period():
+    a = S.seasonal_series(48, period=12, noise=0.0)
+    assert torch.allclose(a[12:] - a[:-12], torch.full((36,), 12 * 0.02), atol=1e-5)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(S.seasonal_series(30, generator=g1), S.seasonal_series(30, generator=g2))
+    with pytest.raises(ValueError):
+        S.seasonal_series(0)
+
+
+@settings(deadline=None, max_examples=60)
+@given(a=st.lists(st.sampled_from("abc"), max_size=7), b=st.lists(st.sampled_from("abc"), max_size=7),
+       c=st.lists(st.sampled_from("abc"), max_size=7))
+def test_edit_distance_is_a_metric(a, b, c):
+    d = S.edit_distance
+    assert (d(a, b) == 0) == (a == b)
+    assert d(a, b) == d(b, a) and abs(len(a) - len(b)) <= d(a, b) <= max(len(a), len(b))
+    assert d(a, c) <= d(a, b) + d(b, c)
+
+
+def test_edit_distance_on_the_decks_examples():
+    assert S.edit_distance("kitten", "sitting") == 3
+    assert S.edit_distance("i am staying for another few weeks .".split(), "i am going for the few days .".split()) == 3
+
+
+def test_pos_tagging_task_tags_every_word_and_the_ambiguous_words_both_ways():
+    data = S.pos_tagging_task(300, generator=torch.Generator().manual_seed(0))
+    assert all(len(w) == len(t) for w, t in data)
+    tags_of = {}
+    for words, tags in data:
+        for w, t in zip(words, tags):
+            tags_of.setdefault(w, set()).add(t)
+    assert all(tags_of[w] == {"NOUN", "VERB"} for w in S.POS_LEXICON["AMBIG"])
+    assert tags_of["the"] == {"DET"} and tags_of["sees"] == {"VERB"}

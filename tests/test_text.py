@@ -126,3 +126,37 @@ def test_same_ngram_sets_give_the_same_pooled_vector():
         assert torch.allclose(narrow.pooled(ids)[0], narrow.pooled(ids)[1], atol=1e-6)
         columns = [{tuple(col.round(decimals=5).tolist()) for col in o.T} for o in wide.feature_maps(ids)[0]]
     assert columns[0] != columns[1]  # a window of 4 sees "later it was good" vs "later it was awful"
+
+
+# ------------------------------------------------------------ decks 000/001: c_i = ReLU(w . x_{i:i+h-1} + b)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("h, d", [(1, 2), (3, 2), (2, 5), (4, 3)])
+def test_text_cnn_feature_map_matches_conv1d(h, d, device):
+    g = torch.Generator().manual_seed(10 * h + d)
+    x = torch.randn(9, d, generator=g, dtype=torch.float64).to(device)
+    w = torch.randn(h, d, generator=g, dtype=torch.float64).to(device)
+    b = 0.3
+    ours = text.text_cnn_feature_map(x, w, b)
+    # channels = word dimensions: conv1d's input (1, d, L), weight (1, d, h)
+    theirs = torch.relu(F.conv1d(x.T[None], w.T[None], torch.tensor([b], dtype=torch.float64, device=device)))[0, 0]
+    assert_matches_torch(ours, theirs, what=f"h = {h}, d = {d}")
+    by_formula = torch.stack([torch.relu((w * x[i:i + h]).sum() + b) for i in range(9 - h + 1)])
+    assert_matches_torch(ours, by_formula, what="the deck's formula, window by window")
+
+
+@settings(deadline=None, max_examples=30)
+@given(L=st.integers(1, 12), h=st.integers(1, 6), d=st.integers(1, 4))
+def test_text_cnn_feature_map_has_one_value_per_window(L, h, d):
+    x, w = torch.ones(L, d), torch.ones(h, d)
+    if L < h:
+        with pytest.raises(ValueError, match="at least"):
+            text.text_cnn_feature_map(x, w)
+        return
+    c = text.text_cnn_feature_map(x, w, b=-1.0)
+    assert c.shape == (L - h + 1,) and (c >= 0).all()
+    assert torch.equal(c, torch.full((L - h + 1,), float(h * d - 1)))
+
+
+def test_text_cnn_feature_map_rejects_mismatched_dimensions():
+    with pytest.raises(ValueError, match="same d"):
+        text.text_cnn_feature_map(torch.ones(5, 2), torch.ones(3, 4))

@@ -433,3 +433,36 @@ def pca_2d(embeddings: torch.Tensor) -> torch.Tensor:
     coords = x @ vh[:2].T
     signs = torch.sign(coords.gather(0, coords.abs().argmax(dim=0, keepdim=True)))
     return coords * signs
+
+
+# ------------------------------------------------------------------ anything2vec: walks on a graph
+def random_walks(triples, walks_per_node: int = 10, walk_length: int = 4,
+                 generator: torch.Generator | None = None, relations: bool = True) -> list[list[str]]:
+    """Turn a graph into sentences for word2vec (DeepWalk, graph2vec, RDF2Vec; deck 003's anything2vec).
+
+    triples: (subject, predicate, object) edges, followed in both directions; from every node,
+    `walks_per_node` walks of `walk_length` hops. With relations=True a walk reads like RDF2Vec's,
+    node, predicate, node, ...; with False it lists nodes only. A node without edges gives a walk of
+    itself alone. Lecture 09.
+
+    >>> random_walks([("berlin", "capital_of", "germany")], walks_per_node=1, walk_length=1)
+    [['berlin', 'capital_of', 'germany'], ['germany', 'capital_of', 'berlin']]
+    """
+    if walks_per_node < 1 or walk_length < 1:
+        raise ValueError(f"walks_per_node and walk_length must be at least 1, got {walks_per_node}, {walk_length}")
+    neighbours: dict[str, list[tuple[str, str]]] = {}
+    for s, p, o in triples:
+        neighbours.setdefault(s, []).append((p, o))
+        neighbours.setdefault(o, []).append((p, s))
+    walks = []
+    for _ in range(walks_per_node):
+        for start in neighbours:
+            walk, node = [start], start
+            for _ in range(walk_length):
+                options = neighbours[node]
+                if not options:
+                    break
+                p, node = options[int(torch.randint(len(options), (1,), generator=generator))]
+                walk += [p, node] if relations else [node]
+            walks.append(walk)
+    return walks

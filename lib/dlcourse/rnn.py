@@ -244,3 +244,24 @@ def state_gradient_norms(step, xs, h0) -> torch.Tensor:
         states.append(step(x_t, states[-1]))
     grads = torch.autograd.grad(states[-1].sum(), states)
     return torch.stack([g.norm() for g in grads]).detach()
+
+
+def recurrence(f, g, xs, h0):
+    """The general recurrent network of deck 004: h_t = f_W(h_{t-1}, x_t), y_t = g_W(h_t).
+
+    f: (h, x_t) -> new h; g: h -> y_t; xs: (T, ...) iterated over its first dimension; h0: the
+    initial state -> (ys, hs), each stacked over t = 1..T. Any cell (rnn_cell, gru_cell, a tagger's
+    readout) fits: the same f and g, so the same W, at every step. Lecture 07.
+
+    >>> ys, hs = recurrence(lambda h, x: h + x, lambda h: 2 * h, torch.tensor([1., 2., 3.]), torch.tensor(0.))
+    >>> hs.tolist(), ys.tolist()
+    ([1.0, 3.0, 6.0], [2.0, 6.0, 12.0])
+    """
+    h, hs, ys = h0, [], []
+    for x_t in xs:
+        h = f(h, x_t)
+        hs.append(h)
+        ys.append(g(h))
+    if not hs:
+        raise ValueError("xs is empty: a recurrence needs at least one step")
+    return torch.stack(ys), torch.stack(hs)

@@ -234,3 +234,95 @@ def train_seq2seq(model: Seq2Seq, make_batch, steps: int, lr: float = 3e-3, clip
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+# ------------------------------------------------------------------- time series (lecture 08)
+def seasonal_series(n: int, period: int = 12, trend: float = 0.02, noise: float = 0.1,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """A generated time series with deck 003's three parts: a long-term trend, a seasonal effect and
+    random fluctuation, s_t = trend * t + sin(2 pi t / period) + noise * e_t with e_t ~ N(0, 1).
+
+    -> (n,) float32. Lecture 08, "More from the decks: time series".
+    """
+    if n < 1 or period < 1:
+        raise ValueError(f"n and period must be at least 1, got n = {n}, period = {period}")
+    t = torch.arange(n, dtype=torch.float32)
+    return trend * t + torch.sin(2 * torch.pi * t / period) + noise * torch.randn(n, generator=generator)
+
+
+def sliding_windows(series, window: int, horizon: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a series into a supervised task: the last `window` values predict the value `horizon`
+    steps after them, X[j] = s[j : j + window], y[j] = s[j + window + horizon - 1].
+
+    series: (T,) -> X (T - window - horizon + 1, window), y (T - window - horizon + 1,). Lecture 08.
+
+    >>> X, y = sliding_windows(torch.arange(6.), window=3)
+    >>> X.tolist(), y.tolist()
+    ([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [2.0, 3.0, 4.0]], [3.0, 4.0, 5.0])
+    """
+    series = torch.as_tensor(series)
+    if series.dim() != 1:
+        raise ValueError(f"series must be 1-D (T,), got shape {tuple(series.shape)}")
+    if window < 1 or horizon < 1:
+        raise ValueError(f"window and horizon must be at least 1, got {window} and {horizon}")
+    n = series.numel() - window - horizon + 1
+    if n < 1:
+        raise ValueError(f"a series of {series.numel()} values is too short for window {window} and horizon {horizon}")
+    X = series.unfold(0, window, 1)[:n]
+    return X, series[window + horizon - 1:window + horizon - 1 + n]
+
+
+# ------------------------------------------------------------------- error analysis (lecture 07)
+def edit_distance(a, b) -> int:
+    """Levenshtein distance between two token sequences: the fewest insertions, deletions and
+    substitutions that turn `a` into `b` (dynamic programming, O(len(a) len(b))). Lecture 07.
+
+    >>> edit_distance("she is a famous singer .".split(), "she is a well singer singer .".split())
+    2
+    """
+    a, b = list(a), list(b)
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+# ------------------------------------------------------------------- POS tagging (lecture 07)
+POS_LEXICON = {
+    "DET": ("the", "a", "every"),
+    "ADJ": ("old", "young", "quick", "green"),
+    "NOUN": ("man", "dog", "fish", "boat", "book", "duck"),
+    "VERB": ("sees", "likes", "reads", "paints"),
+    # words that are a noun after a determiner and a verb after a noun
+    "AMBIG": ("fish", "duck", "book"),
+}
+POS_TAGS = ("DET", "ADJ", "NOUN", "VERB")
+
+
+def pos_tagging_task(n: int, generator: torch.Generator | None = None) -> list[tuple[list[str], list[str]]]:
+    """n generated sentences "DET (ADJ) NOUN VERB DET (ADJ) NOUN" with one tag per word: the n-to-n
+    task of decks 000/001. "fish", "duck" and "book" are nouns after a determiner or adjective and verbs
+    after a noun, so a tagger must use the words before, not the word alone. Lecture 07.
+
+    -> [(words, tags), ...], each a list of equal length.
+    """
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+    out = []
+    for _ in range(n):
+        words, tags = [], []
+        for part in ("subject", "verb", "object"):
+            if part == "verb":
+                verbs = POS_LEXICON["VERB"] + POS_LEXICON["AMBIG"]
+                words.append(pick(verbs)); tags.append("VERB")
+                continue
+            words.append(pick(POS_LEXICON["DET"])); tags.append("DET")
+            if torch.rand(1, generator=generator).item() < 0.5:
+                words.append(pick(POS_LEXICON["ADJ"])); tags.append("ADJ")
+            words.append(pick(POS_LEXICON["NOUN"])); tags.append("NOUN")
+        out.append((words, tags))
+    return out

@@ -273,3 +273,25 @@ def top_windows(model: TextCNN, ids: torch.Tensor, vocab: Vocabulary, window: in
         if len(found) == top:
             break
     return found
+
+
+# --------------------------------------------------------------------- decks 000/001: the ReLU form
+def text_cnn_feature_map(x, w, b=0.0) -> torch.Tensor:
+    """One filter of decks 000/001 slid over a sentence: c_i = ReLU(w · x_{i:i+h-1} + b).
+
+    x: (L, d) stacked word vectors x_1..x_L; w: (h, d), a filter over h neighbouring words;
+    b: a scalar -> (L - h + 1,), one c_i per window. `w · x_{i:i+h-1}` is the sum of the entrywise
+    product of w with the h rows x_i..x_{i+h-1}. Lecture 05, "More from the decks".
+
+    >>> x = torch.tensor([[1., 0.], [0., 1.], [1., 1.], [2., 0.]])
+    >>> text_cnn_feature_map(x, torch.ones(3, 2), b=-3.0)
+    tensor([1., 2.])
+    """
+    x, w = torch.as_tensor(x), torch.as_tensor(w)
+    if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"x must be (L, d) and w (h, d) with the same d, got {tuple(x.shape)} and {tuple(w.shape)}")
+    h = w.shape[0]
+    if x.shape[0] < h:
+        raise ValueError(f"a filter of h = {h} words needs a sentence of at least {h} words, got {x.shape[0]}")
+    w = w.to(torch.promote_types(x.dtype, w.dtype))
+    return torch.relu(windows(x.to(w.dtype), h) @ w.reshape(-1) + b)
