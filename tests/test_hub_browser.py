@@ -102,6 +102,8 @@ class User:
         """Open a terminal from JupyterLab's launcher, with the file browser on the top folder (a
         terminal starts in the folder the file browser shows), and type `command` into it."""
         page = self.page
+        if not page.locator(".jp-FileBrowser").first.is_visible():  # the left sidebar is collapsed
+            page.locator('.jp-SideBar [data-id="filebrowser"]').first.click()
         page.locator(".jp-FileBrowser .jp-BreadCrumbs-home").first.click()
         self.menu("File", "New Launcher")
         page.locator(".jp-LauncherCard", has_text="Terminal").first.click()

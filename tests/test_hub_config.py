@@ -315,3 +315,41 @@ def test_formgraders_links_outside_jupyterlab_are_redirected():
     patterns = {pattern for pattern, handler in formgrader_redirects()}
     assert patterns == {r"/tree/(.*)", r"/notebooks/(.*)", r"/edit/(.*)"}
     assert re.fullmatch(r"/tree/(.*)", "/tree/exercises/ps_convolution")[1] == "exercises/ps_convolution"
+
+
+def test_students_first_workspace_opens_the_assignments_tab(tmp_path):
+    import json
+    from jupyterlab_server.workspaces_handler import WorkspacesManager
+    content = (hub.HUB_FILES / "workspaces" / "student.jupyterlab-workspace").read_bytes()
+    layout = json.loads(content)["data"]["layout-restorer:data"]["main"]
+    assert layout["dock"]["widgets"] == ["nbgrader-assignment-list:nbgrader-assignment-list"]
+    path = hub.default_workspace(str(tmp_path))
+    assert hub.seed_file(path, content) is True
+    # JupyterLab's own workspace manager finds it as the workspace "default"
+    assert WorkspacesManager(str(tmp_path / ".jupyter" / "lab" / "workspaces")).load("default")["data"] == \
+        json.loads(content)["data"]
+    Path(path).write_text('{"data": {}, "metadata": {"id": "default"}}')
+    assert hub.seed_file(path, content) is False, "a workspace of the student's own is kept"
+    assert json.loads(Path(path).read_text())["data"] == {}
+
+
+def test_the_first_workspace_is_never_written_through_a_link(tmp_path):
+    target = tmp_path / "elsewhere"
+    path = Path(hub.default_workspace(str(tmp_path / "home")))
+    path.parent.mkdir(parents=True)
+    path.symlink_to(target)
+    assert hub.seed_file(str(path), b"{}") is False and not target.exists()
+
+
+def test_the_first_workspace_is_written_before_the_server_starts(tmp_path):
+    """What each student's server runs first (`python -m dlcourse.hub first-workspace ...`)."""
+    import subprocess
+    source, target = tmp_path / "source.json", tmp_path / "home" / "ws" / "default.json"
+    source.write_text('{"data": {}}')
+    run = [sys.executable, "-m", "dlcourse.hub", "first-workspace", str(source), str(target), "--"]
+    done = subprocess.run([*run, sys.executable, "-c", "print('the server')"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "the server\n", done.stderr
+    assert target.read_text() == '{"data": {}}' and target.parent.stat().st_mode & 0o777 == 0o700
+    target.write_text("the student's own")
+    assert subprocess.run([*run, "true"]).returncode == 0 and target.read_text() == "the student's own"
+    assert subprocess.run(run[:4], capture_output=True).returncode != 0  # no command: the usage

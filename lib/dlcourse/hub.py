@@ -232,11 +232,14 @@ class CourseHub(Configurable):
                                                    "read:users", "list:users"]}]
 
     def pre_spawn(self, spawner) -> None:
-        """Per user: the instructor's server opens on the course, a student's on their home."""
+        """Per user: the instructor's server opens on the course, a student's on their home with
+        the Assignments tab open (their first JupyterLab workspace)."""
         name = spawner.user.name
         spawner.environment.update(self.user_environment(name))
         if name == self.instructor:
             spawner.notebook_dir = self.course_dir
+        else:
+            spawner.first_workspace = str(HUB_FILES / "workspaces" / "student.jupyterlab-workspace")
 
 
 PRIVATE = ("solutions", "submitted", "autograded", "feedback", "grades")  # and the gradebook
@@ -383,12 +386,33 @@ def reachable_view(paths: list[Path], bwrap: str = "bwrap") -> list[str]:
     return args
 
 
+def default_workspace(home: str) -> str:
+    """The file of JupyterLab's workspace "default" (the one /lab opens) for a user with this home."""
+    from jupyterlab_server.workspaces_handler import WORKSPACE_EXTENSION, slugify
+    return os.path.join(home, ".jupyter", "lab", "workspaces", slugify("default") + WORKSPACE_EXTENSION)
+
+
+def seed_file(path: str, content: bytes) -> bool:
+    """Write `content` to `path` (0600, its folder 0700) unless something is there already,
+    never through a symbolic link; True if written. Runs as the user (see `main`)."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+    return True
+
+
 class CourseSpawner(LocalProcessSpawner):
     """JupyterHub's local process spawner; where the course's Python cannot be reached by the users
     (see `reachable_view`), the server starts as root inside that bubblewrap view and `setpriv` then
     becomes the user (uid, gid and groups), instead of becoming the user before the server starts."""
 
     view = List(Unicode(), help="bubblewrap arguments of the view; empty: start servers as usual").tag(config=True)
+    first_workspace = Unicode(help="a JupyterLab workspace file that becomes the user's default workspace "
+                                   "when they have none (written as the user, just before the server starts)")
 
     def make_preexec_fn(self, name):
         """Start in the server's root folder (formgrader finds the course's config there); as the
@@ -437,13 +461,30 @@ class CourseSpawner(LocalProcessSpawner):
         return status
 
     async def start(self):
-        if not self.view:
-            return await super().start()
+        """The server's command, preceded (as the user) by writing their first workspace, and
+        where the view is used by bubblewrap and setpriv."""
         user = pwd.getpwnam(self.user.name)
-        become = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
         server = list(self.cmd)
-        self.cmd = [*self.view, "--", *become, *server]
+        first = [sys.executable, "-m", "dlcourse.hub", "first-workspace", self.first_workspace,
+                 default_workspace(user.pw_dir), "--"] if self.first_workspace else []
+        become = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+        self.cmd = [*self.view, "--", *become, *first, *server] if self.view else [*first, *server]
         try:
             return await super().start()
         finally:
             self.cmd = server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m dlcourse.hub first-workspace SOURCE TARGET -- COMMAND...`: run by each student's
+    server as that student, before the server itself: copy SOURCE to TARGET if TARGET does not
+    exist yet (`seed_file`), then become COMMAND."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 5 or args[0] != "first-workspace" or args[3] != "--":
+        raise SystemExit("usage: python -m dlcourse.hub first-workspace SOURCE TARGET -- COMMAND...")
+    seed_file(args[2], Path(args[1]).read_bytes())
+    os.execvp(args[4], args[4:])
+
+
+if __name__ == "__main__":
+    main()
