@@ -341,3 +341,16 @@ def test_the_rules_name_exactly_what_the_hidden_tests_forbid():
     for references in guarded:
         assert references == named, f"rules and hidden tests disagree: {references ^ named}"
     assert not named & set(re.findall(r"`([\w.]+)`", rules[0])), "a name is both allowed and forbidden"
+
+
+@pytest.mark.parametrize("student, part, phrase", [
+    ("carol", "test_dropout_train", "are not rescaled"), ("dave", "test_dropout_train", "are divided by p"),
+    ("carol", "test_dropout_backward", "not divided by 1 - p"), ("erin", "test_dropout_backward", "the mask is ignored"),
+    ("dave", "test_classic_dropout", "the slides' factor 1/(1 + p)"),
+    ("frank", "test_classic_dropout", "inverted dropout's factor 1/(1 - p)"),
+    ("carol", "test_sgd_momentum", "dampened average"), ("erin", "test_sgd_momentum", "the velocity holds steps"),
+    ("dave", "test_adam", "no bias correction")])
+def test_the_visible_checks_name_the_common_slips(graded, student, part, phrase):
+    course, _ = graded
+    output = cell_output(course, student, part)
+    assert phrase in output and "visible tests passed" not in output, output[-2000:]
