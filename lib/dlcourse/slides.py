@@ -12,7 +12,8 @@ or "skip". The rule (`slide_types`), in order:
    cell that ends one section and opens the next with its heading);
 2. a markdown cell with a `###` heading, or any other markdown cell, starts a
    sub-slide: one idea per slide, as in the decks (a new paragraph introduces the next computation);
-   a short `**Summary:**` paragraph that still fits becomes a fragment of the slide before it;
+   a short summary paragraph ("Summary: ...", bold or italic too) that still fits becomes a
+   fragment of the slide before it;
 3. a helper code cell is skipped: the setup cell before the first section (imports, seeds, the
    lecture's helpers), and any cell made only of imports, definitions, asserts and settings calls
    that shows nothing (skipped cells still run);
@@ -134,7 +135,7 @@ def slide_types(nb) -> list[str]:
             if level in (1, 2) or not types:
                 kind = "slide"
                 in_section = in_section or level == 2
-            elif (cell.source.lstrip().startswith("**Summary") and lines <= SUMMARY_LINES + 1
+            elif (cell.source.lstrip("*_ \n").startswith("Summary") and lines <= SUMMARY_LINES + 1
                   and height + lines <= SLIDE_LINES):
                 kind = "fragment"
             else:
