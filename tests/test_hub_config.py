@@ -353,3 +353,12 @@ def test_the_first_workspace_is_written_before_the_server_starts(tmp_path):
     target.write_text("the student's own")
     assert subprocess.run([*run, "true"]).returncode == 0 and target.read_text() == "the student's own"
     assert subprocess.run(run[:4], capture_output=True).returncode != 0  # no command: the usage
+
+
+def test_accounts_without_a_password_are_named(tmp_path):
+    shadow = tmp_path / "shadow"
+    shadow.write_text("teach:$y$j9T$abc$def:20000:0:99999:7:::\nalice:!:20000::::::\nbob:*:20000::::::\n"
+                      "carol::20000::::::\n")
+    assert hub.has_password("teach", shadow) is True
+    assert [hub.has_password(n, shadow) for n in ("alice", "bob", "carol", "dave")] == [False] * 4
+    assert hub.has_password("teach", tmp_path / "unreadable") is True

@@ -197,6 +197,10 @@ class CourseHub(Configurable):
         for folder in dict.fromkeys([Path(self.checkout), Path(self.course_dir)]):
             close_course(folder)
         close_home(self.instructor)
+        locked = [name for name in (self.instructor, *self.students) if not has_password(name)]
+        if locked:  # PAM logs nobody in without one (OAuth, set after apply, needs none)
+            print(f"warning: no password set for {', '.join(locked)}: they cannot log in to the hub until "
+                  f"the administrator sets one (chpasswd)", file=sys.stderr)
 
         c.JupyterHub.bind_url = f"http://{self.ip}:{self.port}"
         c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{self.port + 2}"
@@ -332,6 +336,21 @@ def secret_lines(solutions: Path, public_text: str, shortest: int = 30) -> set[s
                     lines.add(line.strip())
     forms = {form for line in lines for form in (line, json.dumps(line)[1:-1], html.escape(line))}
     return {form for form in forms if form not in public_text}
+
+
+def has_password(account: str, shadow: Path = Path("/etc/shadow")) -> bool:
+    """Whether `account` has a password PAM can check: its /etc/shadow entry is neither empty,
+    nor locked ("!..."), nor "*". True where the file cannot be read (not root: no opinion), and
+    False for an account that is not in it (the hub creates students later, without one)."""
+    try:
+        lines = shadow.read_text().splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        fields = line.split(":")
+        if fields[0] == account and len(fields) > 1:
+            return bool(fields[1]) and not fields[1].startswith(("!", "*"))
+    return False
 
 
 def prepare_exchange(path: Path) -> None:
