@@ -396,3 +396,18 @@ def test_training_tolerances_hold_for_every_allowed_seed(loop_source):
         assert low < std < high, (seed, std)
         stats.append((seed, round(mean, 3), round(std, 3)))
     print(loop_source, stats)
+
+
+@pytest.mark.parametrize("student, part, phrase", [
+    ("carol", "test_discriminator_loss", "the labels are swapped"), ("erin", "test_discriminator_loss", "summed over the batch"),
+    ("gina", "test_discriminator_loss", "averaged together"), ("frank", "test_discriminator_loss", "term is missing"),
+    ("carol", "test_generator_loss_non_saturating", "that is the saturating loss"),
+    ("erin", "test_generator_loss_non_saturating", "the cross-entropy with label 0"),
+    ("frank", "test_generator_loss_saturating", "the sign is wrong"),
+    ("carol", "test_optimal_discriminator", "the probability that x is FAKE")])
+def test_the_visible_checks_name_the_common_slips(graded, student, part, phrase):
+    course, *_ = graded
+    nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+    cell = next(c for c in nb.cells if grade_id(c) == part)
+    error = next((o for o in cell.outputs if o.output_type == "error"), None)
+    assert error is not None and phrase in error.evalue, (student, part, error and error.evalue)
