@@ -397,7 +397,9 @@ def test_mistakes_fail_with_a_message_about_them(graded):
                 ("carol", MASK): "holds [CLS] (id 1), a special token", ("erin", MASK): "holds [CLS]",
                 ("leo", ATT): "changed its input `q` in place", ("mia", ATT): "expected dtype torch.float32",
                 ("leo", MASK): "the same generator seed gave another result",
-                ("mia", NSP): "the same generator seed gave other pairs"}
+                ("mia", NSP): "the same generator seed gave other pairs",
+                ("carol", ATT): "divided by d_k: divide them by sqrt(d_k)", ("frank", ATT): "runs over the queries",
+                ("dave", COUNT): "the count without the pooler"}
     for (student, part), words in expected.items():
         nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
         cell = next(c for c in nb.cells if grade_id(c) == part)
