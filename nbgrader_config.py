@@ -54,10 +54,17 @@ c.Autograde.autograde_preprocessors = [*Autograde.class_traits()["autograde_prep
 
 # Feedback must not show hidden tests: neither their source, nor their tracebacks, nor an
 # output that quotes them; and no student HTML that could run in the reader's browser.
+# A part awaiting grading by hand says so (not "0 / 2"); each part opens with its result and the
+# failing test's message; the math is MathML, readable offline (no MathJax from a CDN).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    "dlcourse.grading.awaiting.MarkAwaitingGrades",
     "dlcourse.grading.sanitize.SanitizeStudentOutput",
     "dlcourse.grading.redact.RedactHiddenSource",
     "dlcourse.grading.preprocessors.HideHiddenTests",
+    "dlcourse.grading.part_results.PartResults",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+c.GenerateFeedback.exporter_class = "dlcourse.grading.feedback.FeedbackExporter"
+c.FeedbackExporter.offline_math = True
+c.FeedbackExporter.template_file = "dlcourse_feedback.html.j2"

@@ -302,6 +302,15 @@ def test_actionable_reason_reads_the_log():
     assert actionable_reason("the notebook file is not valid JSON") == "the notebook file is not valid JSON"
 
 
+def screenshot(page, name: str, default: Path) -> Path:
+    """A full-page screenshot in $DLCOURSE_SCREENSHOTS (or `default`); its path is printed."""
+    shots = Path(os.environ.get("DLCOURSE_SCREENSHOTS", default))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / name), full_page=True)
+    print("screenshot:", shots / name)
+    return shots / name
+
+
 def test_report_in_a_browser(graded, browser, tmp_path):
     course, _ = graded
     report = course.path("grades", ASSIGNMENT, "report.html")
@@ -319,9 +328,6 @@ def test_report_in_a_browser(graded, browser, tmp_path):
         page.goto(report.as_uri(), wait_until="load")
         assert page.locator(".pair.copied mark").count() > 0, "the copied parts are highlighted"
         assert page.evaluate("[...document.images].every(i => i.naturalWidth > 0)"), "every chart is shown"
-        shots = Path(os.environ.get("DLCOURSE_SCREENSHOTS", tmp_path))
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / "report.png"), full_page=True)
-        print("screenshot:", shots / "report.png")
+        screenshot(page, "report.png", tmp_path)
     finally:
         page.close()

@@ -16,16 +16,30 @@ The exporter renders what it is given: the students' HTML is cleaned before it g
 (SanitizeStudentOutput, among the feedback's preprocessors), not with nbconvert's `sanitize_html`,
 whose short allow-list shows ordinary markdown (paragraphs, headings, images) as escaped tags.
 
+The course's additions, each a setting (`nbgrader_config.py` turns them on; off, the HTML is
+nbconvert's and nbgrader's byte for byte, tests/test_grader_feedback_cache.py):
+
+* `offline_math`: the markdown's math is written as MathML when the file is made (mathml.py) and
+  the MathJax script (from a CDN) is left out: a student who opens the file offline, or behind a
+  strict network, reads the formulas. LaTeX that latex2mathml cannot convert stays as its source.
+* `template_file = "dlcourse_feedback.html.j2"` (TEMPLATE, below): nbgrader's feedback template
+  with a part awaiting grading by hand (awaiting.py) saying so instead of "Score: 0.0 / 2.0", and
+  the header giving the score so far out of the points graded so far (not 11 / 13 while 2 points
+  wait for a person).
+
     remember_highlights([Path("exercises/ps_convolution/convolution.ipynb")])   # before forking
     cfg.GenerateFeedback.exporter_class = FeedbackExporter
     cfg.FeedbackExporter.bytecode_dir = "/tmp/dlg-.../templates"
 """
 import json
 
-from jinja2 import FileSystemBytecodeCache
+from jinja2 import ChoiceLoader, DictLoader, FileSystemBytecodeCache, pass_context
 from nbconvert.exporters import HTMLExporter
 from nbconvert.filters.highlight import Highlight2HTML
-from traitlets import Unicode
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+from traitlets import Bool, Unicode
+
+from dlcourse.grading.mathml import to_mathml
 
 # (lexer, language, magics_language, formatter options, source) -> HTML: filled in the batch's
 # process (remember_highlights), read and added to in each worker
@@ -58,6 +72,105 @@ def remember_highlights(notebooks, lexer: str = "ipython3") -> None:
                 highlight(cell.source, metadata=cell.metadata)
 
 
+class MathMLRenderer(IPythonRenderer):
+    """nbconvert's markdown renderer with the math written as MathML (mathml.py); a formula that
+    cannot be converted stays as nbconvert writes it (escaped LaTeX)."""
+
+    def block_math(self, body: str) -> str:
+        return to_mathml(body, display="block") or super().block_math(body)
+
+    def inline_math(self, body: str) -> str:
+        return to_mathml(body, display="inline") or super().inline_math(body)
+
+    def latex_environment(self, name: str, body: str) -> str:
+        return to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display="block") or \
+            super().latex_environment(name, body)
+
+
+# The math is MathML already: nothing for MathJax to do, and no script to fetch from a CDN.
+NO_MATHJAX = "{%- macro mathjax(url=None) -%}{%- endmacro -%}"
+
+TEMPLATE_NAME = "dlcourse_feedback.html.j2"
+# nbgrader's feedback template (its index.html.j2, found first on the template path by that name),
+# with a graded cell awaiting grading by hand saying so: its header, its entry in the table of
+# contents and the notebook's score (out of the points graded so far). Only those blocks differ.
+TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- macro awaiting(cell) -%}awaiting grading by hand, {{ cell.metadata.nbgrader.points | float | round(2) }} points{%- endmacro -%}
+{% block body %}
+{%- set info = resources.nbgrader -%}
+{%- set waiting = info.awaiting_points | default(0) -%}
+<body>
+<style>
+.dlcourse-part-result { border-left: 4px solid #3c763d; background: #f7f7f7; padding: .4em .8em; margin: .4em 0 .8em; }
+.dlcourse-part-result.dlcourse-failed { border-left-color: #a94442; }
+.dlcourse-part-result.dlcourse-awaiting { border-left-color: #8a6d3b; }
+.dlcourse-part-result ul { margin: .2em 0 0 1.2em; padding: 0; }
+li.dlcourse-passed { color: #3c763d; } li.dlcourse-failed { color: #a94442; } li.dlcourse-awaiting { color: #8a6d3b; }
+.dlcourse-message { font-family: monospace; white-space: pre-wrap; color: #222; }
+</style>
+  <a name="top"></a>
+  <div class="container">
+    <div class="panel panel-default">
+      <div class="panel-heading">
+        {%- if waiting > 0 %}
+        <h4>{{ info.notebook }} (Score so far: {{ info.score | float | round(2) }} / {{ (info.max_score - waiting) | float | round(2) }};
+          {{ waiting | float | round(2) }} more points <span class="dlcourse-awaiting">awaiting grading by hand</span>)</h4>
+        {%- else %}
+        <h4>{{ info.notebook }} (Score: {{ info.score | float | round(2) }} / {{ info.max_score | float | round(2) }})</h4>
+        {%- endif %}
+        <div id="toc">
+          <ol>
+          {% for cell in nb.cells %}
+            {% set g = cell.metadata.nbgrader %}
+            {% if g and g.grade %}
+            {% set kind = "Test cell" if not g.solution else "Coding free-response" if cell.cell_type == "code" else "Written response" %}
+            <li><a href="#{{ g.grade_id }}">{{ kind }}</a> ({% if g.awaiting %}{{ awaiting(cell) }}{% else %}Score: {{ g.score | float | round(2) }} / {{ g.points | float | round(2) }}{% endif %})</li>
+            {% elif cell.cell_type == "markdown" and g and g.task %}
+            <li><a href="#{{ g.grade_id }}">Task</a> (Score: {{ g.score | float | round(2) }} / {{ g.points | float | round(2) }})</li>
+            {% endif %}
+            {% if g and g.comment %}
+            <li><a href="#comment-{{ g.grade_id }}">Comment</a></li>
+            {% endif %}
+          {% endfor %}
+          {% if info.late_penalty > 0 %}
+            <li class="late-penalty">Late submission penalty (Score: -{{ info.late_penalty | float | round(2) }})</li>
+          {% endif %}
+          </ol>
+        </div>
+      </div>
+      <div class="panel-body">
+        <div id="notebook" class="border-box-sizing">
+          <div class="container" id="notebook-container">
+            {{ super.super() }}
+          </div>
+        </div>
+      </div>
+    </div>
+  </div>
+</body>
+{%- endblock body %}
+{% block markdowncell scoped %}
+{%- if cell.metadata.nbgrader and cell.metadata.nbgrader.awaiting -%}
+<div class="cell border-box-sizing text_cell rendered">
+  {{ self.empty_in_prompt() }}
+  <div class="panel panel-primary nbgrader_cell">
+    <a name="{{ cell.metadata.nbgrader.grade_id }}"></a>
+    <div class="panel-heading"><span class="nbgrader-label">Student's answer</span>
+      <span class="pull-right dlcourse-awaiting">{{ awaiting(cell) | capitalize }} <a href="#top">(Top)</a></span></div>
+    <div class="panel-body">
+      <div class="text_cell_render border-box-sizing rendered_html">
+        {{ cell.source | markdown2html | strip_files_prefix }}
+      </div>
+    </div>
+  </div>
+</div>
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{% endblock markdowncell %}
+"""
+
+
 class FeedbackExporter(HTMLExporter):
     """HTMLExporter whose Jinja environment loads compiled templates from `bytecode_dir` and
     whose code highlighter remembers its results (RememberingHighlighter)."""
@@ -65,11 +178,29 @@ class FeedbackExporter(HTMLExporter):
     bytecode_dir = Unicode("", help="folder for Jinja's compiled templates, shared by the batch's "
                            "workers ('': compile in every process, as nbconvert does)").tag(config=True)
 
+    offline_math = Bool(False, help="write the markdown's math as MathML and leave out the MathJax script "
+                        "(loaded from a CDN): the math renders with no network").tag(config=True)
+
     def _create_environment(self):
         environment = super()._create_environment()
         if self.bytecode_dir:
             environment.bytecode_cache = FileSystemBytecodeCache(self.bytecode_dir)
+        ours = {TEMPLATE_NAME: TEMPLATE, **({"mathjax.html.j2": NO_MATHJAX} if self.offline_math else {})}
+        environment.loader = ChoiceLoader([DictLoader(ours), environment.loader])
         return environment
+
+    @pass_context
+    def markdown2html(self, context, source):
+        """nbconvert's markdown filter (HTMLExporter.markdown2html), with the math as MathML where
+        `offline_math` is on."""
+        if not self.offline_math:
+            return super().markdown2html(context, source)
+        cell = context.get("cell", {})
+        renderer = MathMLRenderer(escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+                                  path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                                  anchor_link_text=self.anchor_link_text,
+                                  exclude_anchor_links=self.exclude_anchor_links, **self.lexer_options)
+        return MarkdownWithMath(renderer=renderer).render(source)
 
     def register_filter(self, name, jinja_filter):
         if name == "highlight_code" and isinstance(jinja_filter, Highlight2HTML):   # HTMLExporter's own, per notebook

@@ -236,7 +236,7 @@ PAGE = """<!DOCTYPE html>
 {% for part in parts %}<section class="part" id="part-{{ part.name }}">
 <h3>{{ part.name }} ({{ part.points }} point{{ "s" if part.points != "1" }}{{ ", graded by hand" if part.manual }})</h3>
 <p>Scores: {% for score, n in part.distribution %}<b>{{ score }}</b>: {{ n }}{{ ", " if not loop.last }}{% else %}none yet{% endfor %}
-{% if part.awaiting %}; {{ part.awaiting }} {{ awaiting }}{% endif %}</p>
+{% if part.awaiting %}; {{ awaiting }}: {{ part.awaiting }} students{% endif %}</p>
 {% if part.mistakes %}<table class="mistakes"><tr><th>message the tests gave</th><th>students</th><th>who</th></tr>
 {% for message, students in part.mistakes %}<tr><td class="msg">{{ message }}</td><td>{{ students|length }}</td>
 <td class="students">{{ students[:shown]|join(", ") }}{% if students|length > shown %} and {{ students|length - shown }} more (mistakes.csv){% endif %}</td></tr>
@@ -352,7 +352,9 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
 
     out = Path(out)
     layout = Layout.read(release)
-    manual = [p for p in maxima if p in layout.manual]
+    # graded by hand: the release says so; without it, a part awaiting a person for anyone is one
+    waiting = {p for r in rows for p in r.get("pending", ())}
+    manual = [p for p in maxima if p in layout.manual or p in waiting]
     tests = [p for p in maxima if p not in layout.manual]
 
     failed = []
