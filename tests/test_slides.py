@@ -22,7 +22,8 @@ import nbformat
 import pytest
 
 from dlcourse.notebooks import code, markdown, new_notebook
-from dlcourse.slides import SLIDE_LINES, SLIDE_TYPES, outline, slide_type, slide_types, slides, tag
+from dlcourse.slides import (SLIDE_LINES, SLIDE_TYPES, WIDGET_NOTE, outline, slide_type, slide_types, slides, tag,
+                             without_widgets)
 from nbgrader_harness import REPO
 from system_packages import ensure_debian_packages
 from test_browser import CHROMIUM_ARGS, chromium, screenshots  # noqa: F401 -- the browser test's fixtures
@@ -71,6 +72,16 @@ def test_tag_fills_in_missing_types_keeps_hand_set_ones_and_changes_only_metadat
     assert tag(nb, force=True) == 1 and slide_type(nb.cells[2]) == "-"
     assert [s.kind for s in slides(nb)] == ["slide", "slide"]
     assert "## 1. One" in outline(nb) and "skipped cells: []" in outline(nb)
+
+
+def test_a_deck_shows_a_note_where_a_widget_was_and_keeps_the_lecture_as_it_is():
+    nb = nbformat.read(LECTURES[0], as_version=4)
+    views = [o for c in nb.cells for o in c.get("outputs", []) if WIDGET in o.get("data", {})]
+    deck_nb = without_widgets(nb)
+    assert views and "widgets" in nb.metadata and "widgets" not in deck_nb.metadata
+    notes = [o for c in deck_nb.cells for o in c.get("outputs", []) if o.get("data", {}).get("text/plain") == WIDGET_NOTE]
+    assert len(notes) == len(views)
+    assert [o for c in nb.cells for o in c.get("outputs", []) if WIDGET in o.get("data", {})] == views
 
 
 # ------------------------------------------------------------------ the lectures' metadata

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ast
 import base64
+import copy
 import re
 import shutil
 import struct
@@ -257,7 +258,7 @@ def copy_assets(node_modules: Path, out: Path) -> Path:
 def without_widgets(nb):
     """A copy of `nb` whose widget views are a line of text: a deck has no kernel to drive them
     (and rendering their stored state would load the widget manager from a CDN)."""
-    nb = nbformat.from_dict(nbformat.from_dict(nb))   # a deep copy
+    nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
