@@ -301,3 +301,13 @@ def test_in_place_change_of_the_input_is_reported(graded):
     course, *_ = graded
     _, errors = output(course, "frank", "test_cross_entropy")
     assert errors and errors[0].ename == "InputModifiedError" and "in place" in errors[0].evalue
+
+
+@pytest.mark.parametrize("student, part, phrase", [
+    ("dave", "test_cross_entropy", "summed over the batch"), ("dave", "test_gradient", "the sign is wrong"),
+    ("carol", "test_gradient", "not divided by N"), ("carol", "test_square_loss", "averaged over the classes"),
+    ("dave", "test_cross_entropy_probs", "log base 2")])
+def test_the_visible_checks_name_the_common_slips(graded, student, part, phrase):
+    course, *_ = graded
+    text, errors = output(course, student, part)
+    assert "visible checks passed" not in text and errors and phrase in errors[0].evalue, (student, part, text, errors)
