@@ -276,6 +276,16 @@ def test_honest_answers_score_well_below_the_threshold(honest, copies, copied_fr
     assert len(copied) == len(copies) * (len(copies) + 1) // 2 and min(copied) >= similarity.THRESHOLD
 
 
+def test_a_crowd_with_one_program_is_one_group():
+    """More students than `COMMON` sharing one program (names aside) are too many for pairs: they
+    are one group, the honest answers stay out of it."""
+    from dlcourse.grading import similarity
+    crowd = {f"s{i:02d}": COPIES["c_copy1"].replace("item", f"value_{i}") for i in range(similarity.COMMON + 5)}
+    pairs, crowds = similarity.compare_class({"mean": {**crowd, **HONEST}})
+    assert [(c.cell, c.students) for c in crowds] == [("mean", sorted([*crowd, "h_loop"]))]
+    assert pairs == []
+
+
 def test_a_written_answer_graded_by_hand_is_not_failing(graded):
     course, rows = graded
     assert rows["alice"]["parts"]["written"] == 0.5

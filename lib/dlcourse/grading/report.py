@@ -17,8 +17,9 @@ CSV files for a spreadsheet, beside it: grades.csv (one row per student: student
 reason (why a submission failed, or what was repaired), flags (grading hooks the submission
 touched: review these by hand) and worker (a Dask worker's address, `local`, or empty when it
 never ran); a failed student has an empty score, never a silent 0), mistakes.csv (part, message,
-count, students), similarity.csv (cell, first, second, both similarities, kind: copied pair or
-library twin) and times.csv (student, seconds, the stages, limits hit).
+count, students), similarity.csv (cell, first, second, both similarities, kind: copied pair,
+library twin, or same program: a crowd, its students all in `first`) and times.csv (student,
+seconds, the stages, limits hit).
 
 A manually graded part (a written answer) that no human has graded yet reads "awaiting manual
 grading" in its column and in the report; it counts neither as failed nor against the
@@ -244,11 +245,15 @@ PAGE = """<!DOCTYPE html>
 </section>{% endfor %}
 <h2 id="copied">Answers that look copied</h2>
 <p>Each answer cell compared across the class with copydetect (names, comments and spacing ignored, the release's
-code left out); pairs where {{ threshold }} % or more of one answer is in the other. {{ compared }}</p>
+code left out); pairs where {{ threshold }} % or more of one answer is in the other, and groups of more than
+{{ common }} students with the same program. {{ compared }}</p>
 {% for m in pairs %}<h3>{{ m.cell }}: {{ m.first }} and {{ m.second }} ({{ "%.0f"|format(100 * m.similarity[0]) }} % /
 {{ "%.0f"|format(100 * m.similarity[1]) }} %)</h3>
 <div class="pair copied"><pre>{{ m.first_html|safe }}</pre><pre>{{ m.second_html|safe }}</pre></div>
 {% else %}<p>No pair of answers looks copied.</p>{% endfor %}
+{% for c in crowds %}<h3>{{ c.cell }}: {{ c.students|length }} students with the same program (names and layout aside)</h3>
+<p class="students">{{ c.students|join(", ") }}</p><div class="pair crowd"><pre>{{ c.code }}</pre></div>
+{% endfor %}
 <h3>Answers copied from the course library</h3>
 {% for m in twins %}<h3>{{ m.cell }}: {{ m.first }} copies {{ m.second }} ({{ "%.0f"|format(100 * m.similarity[0]) }} % of the answer)</h3>
 <div class="pair twin"><pre>{{ m.first_html|safe }}</pre><pre>{{ m.second_html|safe }}</pre></div>
@@ -325,14 +330,14 @@ def _similarity(works: dict, layout: "Layout", library: Path | None):
             if gid in layout.answers:
                 cells[gid][student] = code
     if not cells:
-        return [], [], "No answer cells to compare."
-    pairs = similarity.similar_answers(cells, layout.answers)
+        return [], [], [], "No answer cells to compare."
+    pairs, crowds = similarity.compare_class(cells, layout.answers)
     with_library = bool(library) and Path(library).is_dir()
     twins = similarity.library_twins(cells, similarity.reference_functions(library), layout.answers) \
         if with_library else []
     compared = (f"{len(cells)} answer cells of {len(works)} students compared"
                 f"{', and with the functions of ' + Path(library).name if with_library else ''}.")
-    return pairs, twins, compared
+    return pairs, crowds, twins, compared
 
 
 def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sandboxed: bool = True,
@@ -384,10 +389,11 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
     _rows_csv(out / "mistakes.csv", ["part", "message", "count", "students"],
               [(p, msg, len(s), " ".join(s)) for p, groups in mistakes.items() for msg, s in groups])
 
-    pairs, twins, compared = _similarity(works, layout, library)
+    pairs, crowds, twins, compared = _similarity(works, layout, library)
     _rows_csv(out / "similarity.csv", ["cell", "first", "second", "similarity_first", "similarity_second", "kind"],
               [(m.cell, m.first, m.second, f"{m.similarity[0]:.3f}", f"{m.similarity[1]:.3f}", kind)
-               for kind, found in (("copied pair", pairs), ("library twin", twins)) for m in found])
+               for kind, found in (("copied pair", pairs), ("library twin", twins)) for m in found]
+              + [(c.cell, " ".join(c.students), "", "1.000", "1.000", "same program") for c in crowds])
 
     times = _times(rows)
     limits = cells_at_limits(rows)
@@ -408,7 +414,7 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
         values = [r["parts"][part] for r in graded_rows if part in r.get("parts", {}) and part not in r.get("pending", ())]
         return f"{statistics.mean(values):.2f}" if values else ""
 
-    from dlcourse.grading.similarity import THRESHOLD
+    from dlcourse.grading.similarity import COMMON, THRESHOLD
     # autoescape: student ids, reasons, notes, flags and the tests' messages carry the students' own
     # text (a file name, an exception's message), shown as text, never as HTML
     # (tests/test_grader_hostile_html.py); the code of copied pairs is escaped by similarity.py
@@ -422,7 +428,7 @@ def write_outputs(out: Path, assignment: str, rows: list[dict], maxima: dict, sa
         parts=[{"name": p, "points": f"{maxima[p]:g}", "manual": p in manual, "awaiting": awaiting.get(p, 0),
                 "distribution": [(f"{s:g}", n) for s, n in distribution(rows, p)], "mistakes": mistakes.get(p, [])}
                for p in maxima],
-        pairs=pairs, twins=twins, times=times,
+        pairs=pairs, crowds=crowds, common=COMMON, twins=twins, times=times,
         limits=[(cell, what, ", ".join(students)) for (cell, what), students in limits.items()],
         failed=failed,
         flagged=[(r["student"], "; ".join(r["flags"])) for r in rows if r.get("flags")])

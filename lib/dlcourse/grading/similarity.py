@@ -14,14 +14,16 @@ students), and only pairs that share a fingerprint held by at most `common` stud
 with copydetect's `compare_files`: at most common**2 pairs per fingerprint, so the pass stays
 linear in the class. A fingerprint that more than `common` students share is an idiom of the
 task (or one source copied by a crowd, which the library-twin check and the mistakes table show),
-like the release's code. Answers shorter than `shortest` tokens are not compared: two honest
+like the release's code; such a crowd is still reported when its answers are the same program
+(names and layout aside): `compare_class` groups the answers by their filtered code (linear too).
+Answers shorter than `shortest` tokens are not compared: two honest
 `return sum(xs) / len(xs)` are the same program.
 
 Library twins: every function and class of the course library (`lib/dlcourse`, the reference
 implementations the notebooks import) is fingerprinted the same way, and an answer is flagged
 when `threshold` or more of its tokens come from one of them (renamed or not).
 
-    pairs = similar_answers({"corr2d": {"ann": src_a, "bob": src_b, ...}}, release={"corr2d": stub})
+    pairs, crowds = compare_class({"corr2d": {"ann": src_a, "bob": src_b, ...}}, release={"corr2d": stub})
     twins = library_twins({"corr2d": {...}}, reference_functions(Path("lib/dlcourse")))
 """
 import ast
@@ -90,28 +92,55 @@ def _fingerprints(answers: dict[str, str], boilerplate_code: str) -> dict:
     return prints
 
 
-def similar_answers(cells: dict[str, dict[str, str]], release: dict[str, str] | None = None,
-                    threshold: float = THRESHOLD, common: int = COMMON) -> list[Match]:
-    """Pairs of students whose answers to one cell look copied, most similar first.
+@dataclass
+class Crowd:
+    """More than `common` students whose answers to one cell are the same program (names, comments
+    and layout aside): too many for pairs, shown as one group."""
+    cell: str
+    students: list
+    code: str   # one of their answers (the first student's)
+
+
+def _pairs(cell: str, prints: dict, threshold: float, common: int) -> list[Match]:
+    holders = defaultdict(list)
+    for student, fp in prints.items():
+        for h in fp.hashes:
+            holders[h].append(student)
+    pairs = set()
+    for students in holders.values():
+        if 1 < len(students) <= common:
+            pairs.update((a, b) for i, a in enumerate(students) for b in students[i + 1:])
+    matches = [_compare(cell, a, b, prints[a], prints[b]) for a, b in sorted(tuple(sorted(p)) for p in pairs)]
+    return [m for m in matches if m.score >= threshold]
+
+
+def _crowds(cell: str, prints: dict, answers: dict, common: int) -> list[Crowd]:
+    groups = defaultdict(list)
+    for student, fp in prints.items():
+        groups[fp.filtered_code].append(student)
+    return [Crowd(cell, sorted(s), answers[sorted(s)[0]]) for s in groups.values() if len(s) > common]
+
+
+def compare_class(cells: dict[str, dict[str, str]], release: dict[str, str] | None = None,
+                  threshold: float = THRESHOLD, common: int = COMMON) -> tuple[list[Match], list[Crowd]]:
+    """(pairs of students whose answers to one cell look copied, most similar first; crowds of
+    more than `common` students with the same program), each answer fingerprinted once.
 
     cells: {answer cell: {student: its source}}; release: {answer cell: the release's source}."""
     release = release or {}
-    matches = []
+    matches, crowds = [], []
     for cell, answers in cells.items():
         prints = _fingerprints(answers, release.get(cell, ""))
-        holders = defaultdict(list)
-        for student, fp in prints.items():
-            for h in fp.hashes:
-                holders[h].append(student)
-        pairs = set()
-        for students in holders.values():
-            if 1 < len(students) <= common:
-                pairs.update((a, b) for i, a in enumerate(students) for b in students[i + 1:])
-        for a, b in sorted(tuple(sorted(p)) for p in pairs):
-            match = _compare(cell, a, b, prints[a], prints[b])
-            if match.score >= threshold:
-                matches.append(match)
-    return sorted(matches, key=lambda m: (-m.score, m.cell, m.first, m.second))
+        matches += _pairs(cell, prints, threshold, common)
+        crowds += _crowds(cell, prints, answers, common)
+    return (sorted(matches, key=lambda m: (-m.score, m.cell, m.first, m.second)),
+            sorted(crowds, key=lambda c: (-len(c.students), c.cell)))
+
+
+def similar_answers(cells: dict[str, dict[str, str]], release: dict[str, str] | None = None,
+                    threshold: float = THRESHOLD, common: int = COMMON) -> list[Match]:
+    """The pairs of `compare_class`."""
+    return compare_class(cells, release, threshold, common)[0]
 
 
 def reference_functions(library: Path, skip=("grading", "widgets")) -> dict[str, str]:
