@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypedDict
@@ -78,6 +78,9 @@ class Settings:
     output: Path | None = None  # default: <course>/grades/<assignment>
     scheduler: str | None = None  # a Dask scheduler (tcp://HOST:8786): grade on its workers (None: here)
     fork_kernels: bool = True   # fork each kernel from a pre-imported template (kernel_template.py; root + sandbox)
+    timeout_factor: float | None = None   # a cell's limit: this many times the model solution's time in it
+    timeout_floor: float | None = None    # ... but at least this many seconds (None: CellTimeLimits' defaults)
+    solution_seconds: dict = field(default_factory=dict)   # {notebook: {cell: s}}: measured by the batch (`time_solution`)
 
 
 def _config(root: Path, db_url: str | None):
@@ -226,6 +229,11 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     cfg = _config(root, None)
     cfg.CourseDirectory.db_url = db_url
     cfg.Execute.timeout = settings.cell_timeout
+    cfg.CellTimeLimits.solution_seconds = settings.solution_seconds   # each cell's own limit (timelimits.py)
+    if settings.timeout_factor is not None:
+        cfg.CellTimeLimits.timeout_factor = settings.timeout_factor
+    if settings.timeout_floor is not None:
+        cfg.CellTimeLimits.timeout_floor = settings.timeout_floor
     cfg.Autograde.autograde_preprocessors = autograde_preprocessors(SandboxedExecute)
     cfg.SandboxedExecute.nonce = secrets.token_hex(16)
     cfg.SandboxedExecute.report_path = str(work / "integrity.json")
@@ -245,20 +253,20 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
 
 def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings: Settings, work: Path,
             db_url: str, result_path: Path, log_path: Path, cgroup_procs: str = "", template_socket: str = "",
-            bytecode_dir: str = "") -> None:
+            bytecode_dir: str = "", solution: bool = False) -> None:
     """Child process: autograde one student and write the outcome to result_path as JSON.
     Everything the kernel may write (scratch and the connection folder) lies on a tmpfs of
     limits.scratch_mb seen by this worker alone (as root), or scratch is a tmpfs of that size
     inside the sandbox (otherwise); cgroup_procs: the kernel's memory cgroup ('' for none);
     template_socket: the batch's kernel template ('' for none: a fresh kernel); bytecode_dir: where
-    the batch's workers keep the feedback's compiled templates ('' for nowhere)."""
+    the batch's workers keep the feedback's compiled templates ('' for nowhere); solution: run the
+    model solution instead and time its cells (`_time_cells`), nothing graded."""
     os.setsid()
     _die_with_parent()
     quota = private_tmpfs(work / "box", settings.limits.scratch_mb)
     _log_to(log_path)
     outcome = {"success": False, "failure": Failure.WORKER_DIED.name, "reason": "the grading worker stopped unexpectedly"}
     try:
-        from nbgrader.apps import NbGraderAPI
         _one_engine_per_database()
         _check_schemas_once()
         preload = notebook_imports(sorted((root / "solutions" / assignment).glob("*.ipynb")))
@@ -266,24 +274,10 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
                                 bytecode_dir, preload)
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         os.chdir(root)
-        api = NbGraderAPI(config=cfg)
-        begin = time.monotonic()
-        result = api.autograde(assignment, student, force=True, create=True)
-        autograded = time.monotonic()
-        print(result.get("log", ""), result.get("error", ""), sep="\n", flush=True)
-        outcome = {"success": bool(result["success"])}
-        if not result["success"]:
-            failure, outcome["reason"] = _classify(result)
-            outcome["failure"] = failure.name
+        if solution:
+            outcome = {"success": True, "solution_seconds": _time_cells(root, assignment, cfg, work)}
         else:
-            report = work / "integrity.json"
-            outcome["integrity"] = json.loads(report.read_text()) if report.exists() else ["no integrity report"]
-            if settings.feedback:
-                fb = api.generate_feedback(assignment, student, force=True)
-                if not fb["success"]:
-                    outcome["feedback_error"] = (fb.get("error") or "")[-500:]
-        outcome["student_code"] = bool(_read_json(work / "stages.json").get("student_cells", 1))
-        outcome["stages"] = _stages(work / "stages.json", autograded - begin, time.monotonic() - autograded)
+            outcome = _autograde(assignment, student, settings, cfg, work)
     except BaseException:  # noqa: BLE001 -- the worker must always leave an outcome behind
         details = traceback.format_exc().strip().splitlines()[-1]
         outcome = {"success": False, "failure": Failure.GRADER_ERROR.name,
@@ -293,6 +287,48 @@ def _worker(root: Path, assignment: str, student: str, kernel_uid: int, settings
     tmp.write_text(json.dumps(outcome))
     os.replace(tmp, result_path)
     os._exit(0)
+
+
+def _autograde(assignment: str, student: str, settings: Settings, cfg, work: Path) -> dict:
+    """nbgrader's autograde (and feedback) of one student with `cfg`: the worker's outcome."""
+    from nbgrader.apps import NbGraderAPI
+    api = NbGraderAPI(config=cfg)
+    begin = time.monotonic()
+    result = api.autograde(assignment, student, force=True, create=True)
+    autograded = time.monotonic()
+    print(result.get("log", ""), result.get("error", ""), sep="\n", flush=True)
+    outcome = {"success": bool(result["success"])}
+    if not result["success"]:
+        failure, outcome["reason"] = _classify(result)
+        outcome["failure"] = failure.name
+    else:
+        report = work / "integrity.json"
+        outcome["integrity"] = json.loads(report.read_text()) if report.exists() else ["no integrity report"]
+        if settings.feedback:
+            fb = api.generate_feedback(assignment, student, force=True)
+            if not fb["success"]:
+                outcome["feedback_error"] = (fb.get("error") or "")[-500:]
+    outcome["student_code"] = bool(_read_json(work / "stages.json").get("student_cells", 1))
+    outcome["stages"] = _stages(work / "stages.json", autograded - begin, time.monotonic() - autograded)
+    return outcome
+
+
+def _time_cells(root: Path, assignment: str, cfg, work: Path) -> dict:
+    """{notebook: {cell: seconds}}: the model solution (solutions/<assignment>/, hidden tests
+    included, as autograde restores them) run in a kernel made as a student's is, with the
+    course's limit in every cell. What CellTimeLimits derives each cell's limit from."""
+    import nbformat
+
+    from dlcourse.grading.sandbox import SandboxedExecute
+    times = {}
+    cfg.SandboxedExecute.cell_times_path = str(work / "cell_times.json")
+    cfg.CellTimeLimits.solution_seconds = {}
+    for path in sorted((root / "solutions" / assignment).glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        SandboxedExecute(config=cfg).preprocess(nb, {"unique_key": path.stem, "metadata": {"path": str(work)}})
+        times[path.stem] = {k: round(v, 3) for k, v in _read_json(work / "cell_times.json").items()}
+        print(f"[grader] the model solution's seconds per cell in {path.name}: {times[path.stem]}", flush=True)
+    return times
 
 
 def _one_engine_per_database() -> None:
@@ -539,6 +575,7 @@ class Job:
     row: Row
     retried: bool = False
     fresh: bool = False         # start a fresh kernel even where the batch has a kernel template
+    solution: bool = False      # the model solution, timed (`time_solution`), not a student
     slot: int = -1
     process: object = None
     work: Path | None = None
@@ -560,6 +597,7 @@ class Outcome:
     student_code: bool = True   # did the notebook's first cell start? (False: the trouble came before it)
     retry_note: str = RETRY_NOTE  # the note a retried job's row gets ('' for none)
     failure: Failure | None = None  # why an attempt failed (None: it did not, or a remote worker's)
+    solution_seconds: dict = field(default_factory=dict)  # a timed model solution's {notebook: {cell: s}}
 
 
 def _plan(root: Path, assignment: str, taken: "subs.Intake", notebooks: list, source_nbs: dict, state: dict,
@@ -685,7 +723,8 @@ class _Runner:
         job.process = self.ctx.Process(target=_worker, args=(
             self.root, self.assignment, job.student, self.uids[slot], self.settings, job.work, self.url,
             job.work / "result.json", self.logs / f"{job.student}.log", str(job.cap.procs) if job.cap else "",
-            str(self.template.socket_path) if self.template and not job.fresh else "", str(self.bytecode_dir)))
+            str(self.template.socket_path) if self.template and not job.fresh else "", str(self.bytecode_dir),
+            job.solution))
         job.process.start()
         job.started = time.monotonic()
         self.running[slot] = job
@@ -728,7 +767,8 @@ class _Runner:
                            failure=Failure.WORKER_DIED)
         data = json.loads(result.read_text())
         if data["success"]:
-            return Outcome(True, integrity=data.get("integrity", []), stages=data.get("stages", {}))
+            return Outcome(True, integrity=data.get("integrity", []), stages=data.get("stages", {}),
+                           solution_seconds=data.get("solution_seconds", {}))
         failure = Failure[data["failure"]]
         # A kernel can also die of something that is not the student's doing (the machine under
         # memory pressure); one more try tells the two apart.
@@ -774,6 +814,29 @@ class _Finisher:
         row["worker"] = worker
         self.save(job.student, row)
         self.bar.update(1)
+
+
+SOLUTION = "_model_solution"   # the timed model solution's job and log (no student id starts with "_")
+
+
+def time_solution(root: Path, assignment: str, settings: Settings, url: str, logs: Path, stop=(),
+                  start_method: str = "fork", template=None) -> dict:
+    """{notebook: {cell: seconds}} of the model solution, run once as a submission is (a worker,
+    its sandbox and limits, a kernel forked from `template` where there is one): what each cell's
+    time limit is derived from (timelimits.py). {} where it could not run (then every cell gets
+    the course's limit) or where time limits are switched off (timeout_factor 0)."""
+    if settings.timeout_factor == 0:
+        return {}
+    result = {}
+    one = replace(settings, workers=1, feedback=False, solution_seconds={})
+    _Runner(root, assignment, one, url, logs, lambda job, outcome: result.update(outcome=outcome), start_method,
+            template=template).run([Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True)], stop)
+    outcome = result.get("outcome")
+    if outcome is None or not outcome.success:
+        print(f"warning: the model solution could not be timed ({outcome.reason if outcome else 'stopped'}; "
+              f"see {logs / (SOLUTION + '.log')}): every cell gets the course's limit", file=sys.stderr)
+        return {}
+    return outcome.solution_seconds
 
 
 def launch_template(settings: Settings, notebooks: list[Path]):
@@ -875,6 +938,9 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                     remember_highlights(sorted(release.glob("*.ipynb")))   # what every student's copy shares
                     froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
                     gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
+                    if not settings.solution_seconds:   # each cell's time limit from the model solution's
+                        settings = replace(settings, solution_seconds=time_solution(
+                            root, assignment, settings, url, out / "logs", stop, template=template))
                 _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
         finally:
             if froze:
@@ -930,6 +996,8 @@ def _cell_notes(root: Path, assignment: str, student: str) -> list[str]:
                 if o.get("output_type") == "error" and o.get("ename") in ("CellTimeoutError", "MemoryError"):
                     what = "time" if o["ename"] == "CellTimeoutError" else "memory"
                     notes.append(f"{gid}: hit the {what} limit")
+                    if what == "time" and o.get("evalue"):   # a limit of its own: which, and why (timelimits.py)
+                        notes.append(f"{gid}: {o['evalue']}")
     return notes
 
 

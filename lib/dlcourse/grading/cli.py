@@ -14,6 +14,7 @@ from pathlib import Path
 from dlcourse.grading.batch import Settings, grade_batch, parse_time
 from dlcourse.grading.report import UNSANDBOXED
 from dlcourse.grading.sandbox import Limits, SandboxUnavailable
+from dlcourse.grading.timelimits import CellTimeLimits
 
 
 def _due_date(text: str) -> str:
@@ -32,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--course-dir", default=".", help="course root holding nbgrader_config.py (default: .)")
     p.add_argument("--workers", type=int, default=s.workers, help=f"parallel grading workers (default {s.workers})")
     p.add_argument("--cell-timeout", type=int, default=None,
-                   help=f"seconds one cell may run (default: $DLCOURSE_CELL_TIMEOUT, else 300; now {s.cell_timeout})")
+                   help=f"seconds one cell may run at most, the course's limit (default: $DLCOURSE_CELL_TIMEOUT, else 300; "
+                        f"now {s.cell_timeout}); each cell's own is derived from the model solution's time in it")
+    limits = CellTimeLimits.class_traits()
+    p.add_argument("--timeout-factor", type=float, default=None,
+                   help=f"{limits['timeout_factor'].help} (default {limits['timeout_factor'].default_value:g})")
+    p.add_argument("--timeout-floor", type=float, default=None,
+                   help=f"{limits['timeout_floor'].help} (default {limits['timeout_floor'].default_value:g})")
     p.add_argument("--budget", type=int, default=s.budget,
                    help=f"seconds one whole submission may take (default {s.budget})")
     p.add_argument("--cpu-seconds", type=int, default=lim.cpu_seconds,
@@ -73,6 +80,7 @@ def main(argv=None) -> int:
     settings = Settings(budget=args.budget, workers=args.workers,
                         sandbox=not args.unsandboxed, db_url=args.db_url, duedate=args.duedate,
                         feedback=not args.no_feedback, scheduler=args.scheduler, fork_kernels=args.fork_kernels,
+                        timeout_factor=args.timeout_factor, timeout_floor=args.timeout_floor,
                         output=Path(args.output).resolve() if args.output else None,
                         limits=Limits(memory_mb=args.memory_mb, processes=args.processes, cpu_seconds=args.cpu_seconds,
                                       total_memory_mb=args.total_memory_mb, scratch_mb=args.scratch_mb,

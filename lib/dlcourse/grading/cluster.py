@@ -24,13 +24,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dlcourse.grading.batch import Failure, Job, Outcome, Row, Settings, _Runner
+from dlcourse.grading.batch import Failure, Job, Outcome, Row, Settings, _Runner, time_solution
 
 
 def grade_on_worker(root: Path, assignment: str, student: str, settings: Settings, url: str, logs: Path) -> dict:
     """Dask task: grade one student in this worker's sandbox; {"outcome": Outcome, "worker": address}."""
-    import multiprocessing
-
     from distributed import get_worker
 
     result = {}
@@ -40,14 +38,26 @@ def grade_on_worker(root: Path, assignment: str, student: str, settings: Setting
         outcome.notes = list(job.row["notes"])
         result["outcome"] = outcome
 
-    # spawn, not fork: a Dask worker runs threads (its event loop, the task's executor); and a new
-    # Python through subprocess where the worker is daemonic (a stock `dask worker`, with its nanny),
-    # as multiprocessing starts no children there. No kernel template: it would be started for
-    # this one submission and pay the imports it saves
+    # no kernel template: it would be started for this one submission and pay the imports it saves
     one = replace(settings, workers=1, fork_kernels=False)
-    start = "subprocess" if multiprocessing.current_process().daemon else "spawn"
-    _Runner(root, assignment, one, url, logs, done, start_method=start).run([job], [])
+    _Runner(root, assignment, one, url, logs, done, start_method=_start_method()).run([job], [])
     return {"outcome": result["outcome"], "worker": get_worker().address}
+
+
+def time_on_worker(root: Path, assignment: str, settings: Settings, url: str, logs: Path) -> dict:
+    """Dask task: the model solution's seconds per cell (`batch.time_solution`), timed on a worker
+    as the submissions will be graded there (a fresh kernel)."""
+    return time_solution(root, assignment, replace(settings, fork_kernels=False), url, logs,
+                         start_method=_start_method())
+
+
+def _start_method() -> str:
+    """How a Dask worker starts its grading process: spawn, not fork (a Dask worker runs threads:
+    its event loop, the task's executor); a new Python through subprocess where the task runs in
+    a daemonic process (a stock `dask worker`, with its nanny), as multiprocessing starts no
+    children there."""
+    import multiprocessing
+    return "subprocess" if multiprocessing.current_process().daemon else "spawn"
 
 
 def run_on_cluster(address: str, root: Path, assignment: str, settings: Settings, url: str, logs: Path,
@@ -57,6 +67,10 @@ def run_on_cluster(address: str, root: Path, assignment: str, settings: Settings
 
     batch = secrets.token_hex(4)  # a task key of its own per run: a rerun never reuses an old result
     with Client(address, timeout=30) as client:
+        if todo and not settings.solution_seconds:   # each cell's limit from the model solution's time on a worker
+            settings = replace(settings, solution_seconds=client.submit(
+                time_on_worker, root, assignment, settings, url, logs, key=f"dlcourse-time-{assignment}-{batch}",
+                pure=False).result())
         futures = {client.submit(grade_on_worker, root, assignment, job.student, settings, url, logs,
                                  key=f"dlcourse-grade-{assignment}-{job.student}-{batch}", pure=False): job
                    for job in todo}

@@ -56,6 +56,7 @@ from dlcourse.grading.cgroups import JOIN
 from dlcourse.grading.integrity import (CHECK_MISSING, baseline_source, check_expression, guard_expression,
                                         parse_answer)
 from dlcourse.grading.kernel_template import ANCHOR, TemplateError, find_anchor, fork_kernel
+from dlcourse.grading.timelimits import CellTimeLimits, cell_key
 
 STAGE = Path(__file__).with_name("_kernel_stage.py")
 PACKAGE_ROOT = STAGE.parents[1]  # lib/dlcourse: the package students may import
@@ -575,12 +576,41 @@ class SandboxedExecute(_execute_base()):
                            "notebook's output) copied to the grader's log; the rest is counted (-1: no limit)"
                            ).tag(config=True)
 
+    cell_times_path = Unicode("", help="where the seconds each cell took are written (JSON {cell name: seconds}; "
+                              "the batch times the model solution with it: timelimits.py)").tag(config=True)
+
     def __init__(self, *args, **kwargs):
         kwargs["kernel_manager_class"] = SandboxedKernelManager
         super().__init__(*args, **kwargs)
         self.kernel_name = "python3"  # never the submission's kernelspec
         self._restored = set()
         self._final = None
+        self._time_limits = CellTimeLimits(parent=self)
+        self._notebook, self._limit, self._imports_cell, self._stock_timeout_error = "", None, None, None
+
+    @default("timeout_func")
+    def _timeout_func_default(self):
+        return self._cell_timeout
+
+    def _cell_timeout(self, cell) -> int | None:
+        """nbclient's timeout_func: the cell's own limit (timelimits.py), else the course's (Execute.timeout):
+        in the grader's first cell and the notebook's first code cell (its imports: none in a kernel
+        forked from the template, seconds in a fresh one on a busy machine)."""
+        first = cell.get("id") == f"dlg-first-{self.nonce[:8]}" or cell is self._imports_cell
+        self._limit = None if first else self._time_limits.limit(cell, self._notebook, self.timeout)
+        return self._limit.seconds if self._limit else self.timeout
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        """nbclient's; the error a cell stopped at its own limit shows says which limit and why."""
+        if self._stock_timeout_error is None:   # nbgrader's (or the configured) error, for the course's limit
+            self._stock_timeout_error = dict(self.error_on_timeout)
+        if self._limit is not None:
+            why = f"stopped after {self._limit.seconds} s: {self._limit.why}"
+            self.error_on_timeout = {"ename": "CellTimeoutError", "evalue": why,
+                                     "traceback": [f"\x1b[0;31mCellTimeoutError\x1b[0m: {why}"]}
+        else:
+            self.error_on_timeout = dict(self._stock_timeout_error)
+        return await super()._async_handle_timeout(timeout, cell)
 
     def process_message(self, msg, cell, cell_index):
         """nbclient's, on what the output caps (OutputCap) let through."""
@@ -623,10 +653,14 @@ class SandboxedExecute(_execute_base()):
         nb.cells = [first, *nb.cells, last]
         self._restored, self._final, self._kernel_mb = set(), None, None
         self._clock = {"begin": time.monotonic(), "cells": []}  # (kind, start, end) of every cell run
+        self._notebook, self.cell_seconds = (resources or {}).get("unique_key", ""), {}
+        self._imports_cell = next((c for c in nb.cells[1:] if c.cell_type == "code"), None)
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             self._write_stages()
+            if self.cell_times_path:
+                Path(self.cell_times_path).write_text(json.dumps(self.cell_seconds))
             report = self._final if self._final is not None else [CHECK_MISSING]
             report = sorted(set(report) | self._restored)
             nb.cells = [c for c in nb.cells if c.get("id") not in (first.id, last.id)]
@@ -655,7 +689,10 @@ class SandboxedExecute(_execute_base()):
             return super().preprocess_cell(cell, resources, index)
         finally:
             if cell.cell_type == "code":
-                self._clock["cells"].append((cell.get("id") == f"dlg-first-{self.nonce[:8]}", start, time.monotonic()))
+                first = cell.get("id") == f"dlg-first-{self.nonce[:8]}"
+                self._clock["cells"].append((first, start, time.monotonic()))
+                if not first:   # the notebook's own cells, what time limits are derived from (timelimits.py)
+                    self.cell_seconds[cell_key(cell)] = time.monotonic() - start
 
     def _write_stages(self) -> None:
         """Seconds spent starting the kernel (up to its first cell, the baseline included), in the

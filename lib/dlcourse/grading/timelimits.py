@@ -1,0 +1,63 @@
+"""Time limits that fit the task: each cell may run a multiple of what the model solution takes.
+
+Stock nbgrader gives every cell one limit (`Execute.timeout`, the course's 300 s), so a student
+whose loop never ends costs that much per looping cell, more than the rest of the class together.
+The batch runs the instructor's solution notebooks once in its warm-up, in a sandboxed kernel like
+the students' (`batch.solution_seconds`), and every cell then gets
+
+    limit = min(course limit, max(timeout_floor, timeout_factor * the solution's seconds in that cell))
+
+A cell the solution does not have (one the student added) gets the same rule with the solution's
+whole notebook as its time; the grader's own first cell gets the course's limit. A loop is stopped
+in seconds; a correct answer that is slower keeps its marks: with the defaults (10x, at least
+10 s) a cell may take 5 s more than the solution's however short that is, and ten times as long
+however long. Cells are named by their grade id (nbgrader's cells) or else their cell id.
+
+    CellTimeLimits(parent=execute).limit(cell)  ->  TimeLimit(seconds=10, why="...")
+"""
+from dataclasses import dataclass
+
+from traitlets import Dict, Float
+from traitlets.config import LoggingConfigurable
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """The seconds one cell may run and why that many (shown where the cell hit it)."""
+    seconds: int
+    why: str
+
+
+def cell_key(cell) -> str:
+    """The name a cell keeps from the source notebook to the student's: its grade id, else its id."""
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or str(cell.get("id") or "")
+
+
+class CellTimeLimits(LoggingConfigurable):
+    """Each cell's limit from the model solution's time in it (see the module's docstring)."""
+
+    timeout_factor = Float(10.0, help="a cell may run this many times the model solution's time in it (0: every "
+                           "cell gets the course's limit, Execute.timeout, as in stock nbgrader)").tag(config=True)
+    timeout_floor = Float(10.0, help="seconds every cell may run however fast the model solution is (a correct "
+                          "answer this much slower than a quick solution keeps its marks)").tag(config=True)
+    solution_seconds = Dict(help="{notebook: {cell name: seconds}} of the model solution, measured in the batch's "
+                            "warm-up (empty: the course's limit everywhere)").tag(config=True)
+
+    def limit(self, cell, notebook: str, cap: int | None) -> TimeLimit | None:
+        """The limit of `cell` of `notebook`; None where the course's limit `cap` applies unchanged."""
+        times = self.solution_seconds.get(notebook)
+        if not times or self.timeout_factor <= 0 or not cap or cap < 0:
+            return None
+        key = cell_key(cell)
+        if key in times:
+            solution, what = times[key], f"its {times[key]:.2f} s in this cell"
+        else:
+            solution = sum(times.values())
+            what = f"its {solution:.2f} s for the whole notebook, which has no such cell"
+        derived = max(self.timeout_floor, self.timeout_factor * solution)
+        if derived >= cap:
+            return None
+        seconds = max(1, round(derived))
+        why = (f"more than {self.timeout_factor:g} times the model solution's time ({self.timeout_factor:g} x "
+               f"{what}; at least {self.timeout_floor:g} s, at most the course's {cap} s)")
+        return TimeLimit(seconds, why)

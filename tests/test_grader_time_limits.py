@@ -1,0 +1,75 @@
+"""Each cell's time limit from the model solution's time in it (lib/dlcourse/grading/timelimits.py).
+
+A correct answer that spends 5 s more than the solution in one cell keeps full marks; an endless
+loop is stopped at the derived limit (the floor here), not at the course's configured limit; the
+feedback and grades.csv say which cell hit which limit and why. The limits are small so that the
+batch runs in seconds.
+"""
+import csv
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell
+
+from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS
+from nbgrader_harness import solved, tiny_course
+from system_packages import ensure_debian_packages
+
+from dlcourse.grading.batch import Settings, grade_batch
+from dlcourse.grading.sandbox import Limits
+from dlcourse.grading.timelimits import CellTimeLimits
+
+COURSE_LIMIT, FACTOR, FLOOR = 60, 10, 7
+SLOW = "import time\ntime.sleep(5)   # 5 s more than the model solution, which takes milliseconds\n" \
+       "def add(a, b):\n    return a + b"
+LOOPS = "def mean(xs):\n    while True:\n        pass"
+WHY = f"more than {FACTOR} times the model solution's time"
+
+
+def limits(**times) -> CellTimeLimits:
+    return CellTimeLimits(timeout_factor=FACTOR, timeout_floor=FLOOR, solution_seconds={"nb": times})
+
+
+@pytest.mark.parametrize("solution, expected", [(0.01, FLOOR), (0.69, FLOOR), (1.5, 15), (5.9, 59), (6.0, None), (100, None)])
+def test_a_cell_may_run_a_multiple_of_the_solutions_time_with_a_floor_capped_by_the_course(solution, expected):
+    got = limits(test_add=solution, other=1.0).limit(new_code_cell(metadata={"nbgrader": {"grade_id": "test_add"}}),
+                                                      "nb", COURSE_LIMIT)
+    assert (got.seconds if got else None) == expected, got   # None: the course's limit as it is
+    if got:
+        assert WHY in got.why and f"its {solution:.2f} s in this cell" in got.why and f"course's {COURSE_LIMIT} s" in got.why
+
+
+def test_a_cell_the_solution_lacks_gets_the_whole_notebooks_time_and_no_timings_change_nothing():
+    added = new_code_cell("print(1)")
+    assert limits(a=1.0, b=1.2).limit(added, "nb", COURSE_LIMIT).seconds == 22
+    assert "whole notebook" in limits(a=1.0, b=1.2).limit(added, "nb", COURSE_LIMIT).why
+    assert limits(a=1.0).limit(added, "another notebook", COURSE_LIMIT) is None
+    off = CellTimeLimits(timeout_factor=0, solution_seconds={"nb": {"a": 0.1}})
+    assert off.limit(new_code_cell(metadata={"nbgrader": {"grade_id": "a"}}), "nb", COURSE_LIMIT) is None
+
+
+def test_a_slower_correct_answer_keeps_its_marks_and_a_loop_stops_at_the_derived_limit(tmp_path):
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    course = tiny_course(tmp_path / "course")
+    folder = tmp_path / "subs"
+    for student, overrides in {"honest": None, "slow": {"add": SLOW}, "loops": {"mean": LOOPS}}.items():
+        (folder / student).mkdir(parents=True)
+        nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK, overrides), folder / student / f"{NOTEBOOK}.ipynb")
+    settings = Settings(cell_timeout=COURSE_LIMIT, timeout_factor=FACTOR, timeout_floor=FLOOR, budget=120, workers=2,
+                        limits=Limits(memory_mb=1536, processes=40, cpu_seconds=120))
+    rows = {r["student"]: r for r in grade_batch(course.root, ASSIGNMENT, folder, settings, progress=False)}
+    for student in ("honest", "slow"):
+        assert rows[student]["status"] == "graded", rows[student]
+        assert {k: rows[student]["parts"][k] for k in POINTS} == POINTS, rows[student]
+    assert rows["slow"]["seconds"] > 5, "the slow answer really took 5 s more"
+    loops = rows["loops"]
+    assert loops["status"] == "graded" and loops["parts"] == {**loops["parts"], "test_add": 2, "test_mean": 0}, loops
+    assert loops["seconds"] < COURSE_LIMIT / 2, f"stopped at the derived {FLOOR} s, not {COURSE_LIMIT} s: {loops}"
+    assert "test_mean: hit the time limit" in loops["notes"], loops["notes"]
+    why = [n for n in loops["notes"] if n.startswith(f"test_mean: stopped after {FLOOR} s: {WHY}")]
+    assert why and f"at least {FLOOR} s" in why[0] and f"course's {COURSE_LIMIT} s" in why[0], loops["notes"]
+    with open(course.path("grades", ASSIGNMENT, "grades.csv")) as f:
+        assert why[0] in next(r for r in csv.DictReader(f) if r["student"] == "loops")["reason"]   # the notes column
+    feedback = course.path("feedback", "loops", ASSIGNMENT, f"{NOTEBOOK}.html").read_text()
+    assert f"stopped after {FLOOR} s: {WHY}" in feedback.replace("&#39;", "'")
+    assert not any("limit" in n for n in rows["slow"]["notes"] + rows["honest"]["notes"])
