@@ -37,6 +37,7 @@ def points(source: Path) -> tuple[dict, set]:
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_the_model_solution_gets_every_automatic_point_and_no_flag(tmp_path, assignment):
     ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    (tmp_path / "course").mkdir()
     course = make_course(tmp_path / "course", [assignment])
     sources = sorted(course.path("solutions", assignment).glob("*.ipynb"))
     buf = io.BytesIO()
