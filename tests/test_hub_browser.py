@@ -200,8 +200,9 @@ def walk():
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(course)], input=archive, check=True)
     (course / ".venv").symlink_to(REPO / ".venv")
-    stamp = (REPO / ".venv" / ".installed-stamp").stat().st_mtime  # `make` must not see a newer pyproject.toml
-    os.utime(course / "pyproject.toml", (stamp, stamp))
+    # `make` must not see a pyproject.toml newer than the checkout's install (it would reinstall)
+    stamp = (REPO / ".venv" / ".installed-stamp").stat().st_mtime_ns - 1_000_000_000
+    os.utime(course / "pyproject.toml", ns=(stamp, stamp))
     record: dict = {"course": course, "exchange": root / "exchange", "started": started}
     hub, people, playwright, browser = None, {}, None, None
     passwords = {u: secrets.token_urlsafe(12) for u in (INSTRUCTOR, *STUDENTS)}
@@ -239,17 +240,19 @@ def walk():
         own = teach.context.new_page()
         own.goto(f"{teach.server}/formgrader/manage_assignments")
         own.locator("td.name a", has_text=ASSIGNMENT).wait_for()
-        links = {which: own.locator(f"td.{which} a").first.get_attribute("href") for which in ("name", "preview")}
+        row = own.locator("tr", has=own.locator("td.name", has_text=ASSIGNMENT))
+        links = {which: row.locator(f"td.{which} a").first.get_attribute("href") for which in ("name", "preview")}
         record["own_tab"] = {}
-        for which, href in links.items():
-            response = own.goto(f"{hub.base}{href}" if href.startswith("/") else href)
-            record["own_tab"][which] = (href, response.status if response else None, own.url)
+        for which, href in links.items():  # followed with the instructor's cookies, redirects and all
+            response = own.request.get(f"{hub.base}{href}" if href.startswith("/") else href)
+            record["own_tab"][which] = (href, response.status, response.url)
         own.close()
 
         # 3. the README's nbgrader command for the due date, in the instructor's terminal
         due = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() + 3600))
         record["duedate"] = run_and_record(
-            teach, f"nbgrader db assignment add {ASSIGNMENT} --duedate='{due}' && nbgrader db assignment list",
+            teach, f"command -v nbgrader && nbgrader db assignment add {ASSIGNMENT} --duedate='{due}' "
+                   "&& nbgrader db assignment list",
             "duedate", 120)
 
         # 4. the students: Assignments tab, fetch; alice answers; Validate; submit
@@ -268,6 +271,11 @@ def walk():
             fetch = student.page.locator("#released_assignments_list button", has_text="Fetch")
             fetch.click()
             student.page.locator("#fetched_assignments_list", has_text=ASSIGNMENT).wait_for()
+        # who may frame whose pages: the instructor's server its own (formgrader), a student's none
+        record["csp"] = {}
+        for user in (teach, alice):
+            response = user.context.request.get(f"{user.server}/lab", max_redirects=0)
+            record["csp"][user.name] = (response.status, response.headers.get("content-security-policy"))
         path = f"{ASSIGNMENT}/{NOTEBOOK}.ipynb"
         released = alice.api("GET", f"api/contents/{path}")["content"]
         alice.api("PUT", f"api/contents/{path}", data=json.dumps({"type": "notebook", "content": filled_in(released)}))
@@ -357,6 +365,9 @@ def walk():
         record["hub"] = hub
         yield record
     except BaseException:
+        for step in ("duedate", "grade", "search"):  # what the terminal commands said
+            if step in record:
+                print(f"\n--- {step}: exit status {record[step][0]} ---\n{record[step][1][-3000:]}")
         for person in people.values():  # what each page showed when it went wrong
             try:
                 person.shot("at-failure")
@@ -396,6 +407,12 @@ def test_formgrader_opens_in_jupyterlabs_frame_and_releases(walk):
     assert "exercises" in walk["preview_in_frame"] and ASSIGNMENT in walk["preview_in_frame"]
 
 
+def test_only_the_instructors_server_may_be_framed_by_its_own_pages(walk):
+    (teach_status, teach_csp), (alice_status, alice_csp) = walk["csp"][INSTRUCTOR], walk["csp"][ALICE]
+    assert teach_status == alice_status == 200, walk["csp"]
+    assert "frame-ancestors 'self'" in teach_csp and "frame-ancestors 'none'" in alice_csp, walk["csp"]
+
+
 def test_formgraders_links_work_in_a_tab_of_their_own(walk):
     for which, (href, status, landed) in walk["own_tab"].items():
         assert status == 200 and f"/user/{INSTRUCTOR}/lab/tree/" in landed, (which, href, status, landed)
@@ -404,6 +421,7 @@ def test_formgraders_links_work_in_a_tab_of_their_own(walk):
 def test_the_readmes_nbgrader_commands_run_in_the_instructors_terminal(walk):
     rc, out = walk["duedate"]
     assert rc == 0 and "not found" not in out, out[-2000:]
+    assert out.splitlines()[0] == str(REPO / ".venv" / "bin" / "nbgrader"), out[:500]
     assert ASSIGNMENT in out
 
 
@@ -467,9 +485,12 @@ def test_nothing_a_student_can_read_holds_a_solution_or_a_hidden_test(walk):
         print(f"\nreadable by a student, holding solution lines, not the course's: {elsewhere[:20]}")
     assert not mine, f"a student can read solution or hidden-test lines in: {mine[:20]}"
     history = []
-    for git in walk["gits"]:
+    for git in filter(is_ours, walk["gits"]):
         log = subprocess.run(["git", f"--git-dir={git}", "log", "--all", "--format=", "--name-only", "--",
                               "solutions"], capture_output=True, text=True)
         if log.stdout.strip():
             history.append(git)
     assert not history, f"a student can read the course's git history: {history}"
+    foreign = [g for g in walk["gits"] if not is_ours(g)]
+    if foreign:
+        print(f"\ngit repositories a student can read, not the course's: {foreign[:20]}")
