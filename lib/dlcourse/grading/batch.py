@@ -81,6 +81,7 @@ class Settings:
     timeout_factor: float | None = None   # a cell's limit: this many times the model solution's time in it
     timeout_floor: float | None = None    # ... but at least this many seconds (None: CellTimeLimits' defaults)
     solution_seconds: dict = field(default_factory=dict)   # {notebook: {cell: s}}: measured by the batch (`time_solution`)
+    solution_seconds_file: str = ""   # or where they will appear while the batch runs (`_handing_off`)
 
 
 def _config(root: Path, db_url: str | None):
@@ -230,6 +231,7 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     cfg.CourseDirectory.db_url = db_url
     cfg.Execute.timeout = settings.cell_timeout
     cfg.CellTimeLimits.solution_seconds = settings.solution_seconds   # each cell's own limit (timelimits.py)
+    cfg.CellTimeLimits.solution_seconds_file = settings.solution_seconds_file
     if settings.timeout_factor is not None:
         cfg.CellTimeLimits.timeout_factor = settings.timeout_factor
     if settings.timeout_floor is not None:
@@ -322,7 +324,7 @@ def _time_cells(root: Path, assignment: str, cfg, work: Path) -> dict:
     from dlcourse.grading.sandbox import SandboxedExecute
     times = {}
     cfg.SandboxedExecute.cell_times_path = str(work / "cell_times.json")
-    cfg.CellTimeLimits.solution_seconds = {}
+    cfg.CellTimeLimits.solution_seconds, cfg.CellTimeLimits.solution_seconds_file = {}, ""
     for path in sorted((root / "solutions" / assignment).glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         SandboxedExecute(config=cfg).preprocess(nb, {"unique_key": path.stem, "metadata": {"path": str(work)}})
@@ -839,6 +841,25 @@ def time_solution(root: Path, assignment: str, settings: Settings, url: str, log
     return outcome.solution_seconds
 
 
+def _handing_off(finish, path: Path, logs: Path):
+    """done(job, outcome) for a batch whose first job times the model solution: that job's cell
+    times go to `path` (atomically; {} when it failed: the course's limit everywhere), where the
+    workers' CellTimeLimits read them; every other job goes to `finish`. So the solution runs in
+    a slot beside the first students instead of before them: a cell that starts before the times
+    are there gets the course's limit."""
+    def done(job, outcome, *args):
+        if not job.solution:
+            return finish(job, outcome, *args)
+        times = outcome.solution_seconds if outcome.success else {}
+        if not outcome.success:
+            print(f"warning: the model solution could not be timed ({outcome.reason}; see "
+                  f"{logs / (SOLUTION + '.log')}): every cell gets the course's limit", file=sys.stderr)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(times))
+        os.replace(tmp, path)
+    return done
+
+
 def launch_template(settings: Settings, notebooks: list[Path]):
     """The batch's kernel template (kernel_template.py), launched: it imports what the assignment's
     source `notebooks` import (the instructor's, never a student's) while the batch is planned.
@@ -938,10 +959,15 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                     remember_highlights(sorted(release.glob("*.ipynb")))   # what every student's copy shares
                     froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
                     gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
-                    if not settings.solution_seconds:   # each cell's time limit from the model solution's
-                        settings = replace(settings, solution_seconds=time_solution(
-                            root, assignment, settings, url, out / "logs", stop, template=template))
-                _Runner(root, assignment, settings, url, out / "logs", finish, template=template).run(todo, stop)
+                done = finish
+                if todo and not settings.solution_seconds and settings.timeout_factor != 0:
+                    # each cell's time limit from the model solution's, timed in the first slot
+                    handoff = out / "logs" / f"{SOLUTION}.json"
+                    handoff.unlink(missing_ok=True)
+                    settings = replace(settings, solution_seconds_file=str(handoff))
+                    todo.insert(0, Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True))
+                    done = _handing_off(finish, handoff, out / "logs")
+                _Runner(root, assignment, settings, url, out / "logs", done, template=template).run(todo, stop)
         finally:
             if froze:
                 gc.unfreeze()

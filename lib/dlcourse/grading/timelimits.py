@@ -15,9 +15,11 @@ however long. Cells are named by their grade id (nbgrader's cells) or else their
 
     CellTimeLimits(parent=execute).limit(cell)  ->  TimeLimit(seconds=10, why="...")
 """
+import json
+import os
 from dataclasses import dataclass
 
-from traitlets import Dict, Float
+from traitlets import Dict, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 
@@ -42,10 +44,19 @@ class CellTimeLimits(LoggingConfigurable):
                           "answer this much slower than a quick solution keeps its marks)").tag(config=True)
     solution_seconds = Dict(help="{notebook: {cell name: seconds}} of the model solution, measured in the batch's "
                             "warm-up (empty: the course's limit everywhere)").tag(config=True)
+    solution_seconds_file = Unicode("", help="where solution_seconds (if empty) appear while the batch runs (the "
+                                    "solution is timed beside the first students): read once it exists; until "
+                                    "then a cell gets the course's limit").tag(config=True)
+
+    def _times(self) -> dict:
+        if not self.solution_seconds and self.solution_seconds_file and os.path.exists(self.solution_seconds_file):
+            with open(self.solution_seconds_file) as f:
+                self.solution_seconds = json.load(f) or {}
+        return self.solution_seconds
 
     def limit(self, cell, notebook: str, cap: int | None) -> TimeLimit | None:
         """The limit of `cell` of `notebook`; None where the course's limit `cap` applies unchanged."""
-        times = self.solution_seconds.get(notebook)
+        times = self._times().get(notebook)
         if not times or self.timeout_factor <= 0 or not cap or cap < 0:
             return None
         key = cell_key(cell)
