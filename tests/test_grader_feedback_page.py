@@ -42,7 +42,7 @@ def feedback(tmp_path_factory):
     files = {f"{s}/tiny.ipynb": _json(solved(course, ASSIGNMENT, NOTEBOOK, cells)) for s, cells in STUDENTS.items()}
     archive = root.parent / "export.zip"
     archive.write_bytes(_zip(files))
-    settings = Settings(cell_timeout=10, budget=60, workers=2,
+    settings = Settings(cell_timeout=60, budget=300, workers=2,
                         limits=Limits(memory_mb=1536, processes=40, cpu_seconds=30))
     rows = {r["student"]: r for r in grade_batch(root, ASSIGNMENT, archive, settings, progress=False)}
     assert all(r["status"] == "graded" for r in rows.values()), rows

@@ -114,11 +114,12 @@ def graded(tmp_path_factory):
             zf.writestr(name, data)
     archive = root.parent / "export.zip"
     archive.write_bytes(buf.getvalue())
-    settings = Settings(cell_timeout=10, budget=60, workers=2,
+    settings = Settings(cell_timeout=60, budget=300, workers=2,
                         limits=Limits(memory_mb=1536, processes=40, cpu_seconds=30))
     rows = {r["student"]: r for r in grade_batch(root, ASSIGNMENT, archive, settings, progress=False)}
     for student in files:
-        assert rows[student.split("/")[0]]["status"] == "graded", rows[student.split("/")[0]]
+        row = rows[student.split("/")[0]]
+        assert row["status"] == "graded", f"{row['student']}: {row['status']}: {row.get('reason')} {row.get('notes')}"
     return course, rows
 
 

@@ -200,7 +200,7 @@ def in_place(tmp_path_factory):
     _put(own / "nobody" / ASSIGNMENT / "tiny.ipynb", release)
     _put(course.path("submitted", "bob", "ps_other", "other.ipynb"), release)   # handed in another assignment only
     before = victim.read_bytes(), victim.stat()
-    settings = Settings(cell_timeout=10, budget=60, workers=2, limits=Limits(memory_mb=1536, processes=40, cpu_seconds=30))
+    settings = Settings(cell_timeout=60, budget=300, workers=2, limits=Limits(memory_mb=1536, processes=40, cpu_seconds=30))
     rows = grade_batch(root, ASSIGNMENT, root / "submitted", settings, progress=False)
     return course, {r["student"]: r for r in rows}, victim, before
 
