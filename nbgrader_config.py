@@ -68,3 +68,8 @@ c.GenerateFeedback.preprocessors = [
 c.GenerateFeedback.exporter_class = "dlcourse.grading.feedback.FeedbackExporter"
 c.FeedbackExporter.offline_math = True
 c.FeedbackExporter.template_file = "dlcourse_feedback.html.j2"
+
+# Formgrader's grading page: each answer graded by hand is followed by its answer key and marking
+# rubric from solutions/ (the page only: the stored notebook, the scores and the feedback are
+# untouched; rubric.py acts only under formgrader's template).
+c.HTMLExporter.preprocessors = ["dlcourse.grading.rubric.ShowRubric"]
