@@ -156,6 +156,30 @@ def test_students_get_the_shared_nbgrader_settings_without_formgrader(course):
     assert '"nbgrader.server_extensions.formgrader": false' in off
 
 
+def server_extensions(config_path: list[str]) -> dict:
+    """The server extensions a user's server turns on or off, from its JUPYTER_CONFIG_PATH merged as
+    jupyter_server merges it (a later folder's dict replaces an earlier one's: it is not merged key
+    by key, so each user's folder must name every extension it changes)."""
+    import json
+    import subprocess
+    code = ("import json; from jupyter_server.serverapp import ServerApp; a = ServerApp(); a.load_config_file(); "
+            "print(json.dumps(a.config.ServerApp.get('jpserver_extensions', {})))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "JUPYTER_CONFIG_PATH": os.pathsep.join(config_path)},
+                         capture_output=True, text=True, check=True, cwd="/").stdout
+    return json.loads(out)
+
+
+def test_every_users_validate_button_reports_part_by_part(course):
+    tmp, proxy = course
+    h = CourseHub(instructor="teach", students=["alice"], proxy=str(proxy))
+    for user in ("teach", "alice"):
+        on = server_extensions(h.user_environment(user)["JUPYTER_CONFIG_PATH"].split(os.pathsep))
+        assert on.get("dlcourse.validate") is True, (user, on)
+        assert on.get("nbgrader.server_extensions.validate_assignment") is False, (user, on)
+    student = server_extensions(h.user_environment("alice")["JUPYTER_CONFIG_PATH"].split(os.pathsep))
+    assert student.get("nbgrader.server_extensions.formgrader") is False, student
+
+
 def test_the_shared_nbgrader_config_names_the_exchange(monkeypatch, tmp_path):
     from traitlets.config.loader import PyFileConfigLoader
     monkeypatch.setenv("DLCOURSE_EXCHANGE", str(tmp_path / "ex"))
