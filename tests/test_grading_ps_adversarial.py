@@ -38,27 +38,39 @@ MISTAKES = {  # name -> string edits of the model answer and the parts they cost
     "fgsm_training_mode": edit("fgsm", [("    model.eval()\n", "")], FG, FT),
     "fgsm_mode_not_restored": edit("fgsm", [("        model.train(was_training)\n", "        pass\n")], FG, FT),
     "fgsm_gradient_not_sign": edit("fgsm", [("step = eps * grad.sign()", "step = eps * grad")], FG, FT),
-    "fgsm_targeted_untargeted_sign": edit("fgsm", [("x.detach() - step if targeted", "x.detach() + step if targeted")], FT),
+    "fgsm_targeted_untargeted_sign": edit("fgsm", [
+        ("x.detach() - step if targeted", "x.detach() + step if targeted")], FT),
     "acc_on_clean_inputs": edit("accuracy_under_attack", [("(model(x_adv).argmax", "(model(x).argmax")], ACC),
-    "acc_eps_list_off_by_one": edit("accuracy_under_attack", [("for eps in eps_list:", "for eps in eps_list[1:]:")], ACC),
+    "acc_eps_list_off_by_one": edit("accuracy_under_attack", [
+        ("for eps in eps_list:", "for eps in eps_list[1:]:")], ACC),
     "acc_model_in_training_mode": edit("accuracy_under_attack", [("    model.eval()\n", "")], ACC),
-    "acc_counts_not_fractions": edit("accuracy_under_attack", [(".double().mean().item()", ".sum().item() * 1.0")], ACC),
+    "acc_counts_not_fractions": edit("accuracy_under_attack", [
+        (".double().mean().item()", ".sum().item() * 1.0")], ACC),
     "out_sum_over_features": edit("outlier_scores", [(".mean(dim=1)", ".sum(dim=1)")], OUT),
     "out_mean_over_batch": edit("outlier_scores", [(".mean(dim=1)", ".mean()")], OUT),
-    "out_global_autoencoder": edit("outlier_scores", [("((autoencoder(x) - x)", "((globals()['autoencoder'](x) - x)")], OUT),
-    "out_keeps_the_graph": edit("outlier_scores", [("        with torch.no_grad():\n            return", "        if True:\n            return")], OUT),
+    "out_global_autoencoder": edit("outlier_scores", [
+        ("((autoencoder(x) - x)", "((globals()['autoencoder'](x) - x)")], OUT),
+    "out_keeps_the_graph": edit("outlier_scores", [
+        ("        with torch.no_grad():\n            return", "        if True:\n            return")], OUT),
     "out_per_feature": edit("outlier_scores", [(".mean(dim=1)", ".mean(dim=0)")], OUT),
-    "auc_labels_flipped": edit("roc_auc", [("positive = labels.flatten() == 1", "positive = labels.flatten() == 0")], AUC),
+    "auc_labels_flipped": edit("roc_auc", [
+        ("positive = labels.flatten() == 1", "positive = labels.flatten() == 0")], AUC),
     "auc_ties_as_wins": edit("roc_auc", [("(pos[:, None] > neg[None, :])", "(pos[:, None] >= neg[None, :])"),
                               (" + 0.5 * (pos[:, None] == neg[None, :]).double()", "")], AUC),
-    "auc_over_all_pairs": edit("roc_auc", [("return wins.mean().item()", "return wins.sum().item() / len(scores) ** 2")], AUC),
-    "auc_no_value_error": edit("roc_auc", [('        raise ValueError("need at least one outlier and one normal point")\n',
-                                            "        return float('nan')\n")], AUC),
-    "ang_degrees": edit("principal_angles", [("torch.arccos(cosines).sort().values", "torch.rad2deg(torch.arccos(cosines)).sort().values")], ANG),
-    "ang_cosines": edit("principal_angles", [("torch.arccos(cosines).sort().values", "cosines.sort(descending=True).values")], ANG),
-    "ang_not_orthonormalised": edit("principal_angles", [("torch.linalg.svdvals(qa.T @ qb)", "torch.linalg.svdvals(a.T @ b.to(a.dtype))")], ANG),
+    "auc_over_all_pairs": edit("roc_auc", [
+        ("return wins.mean().item()", "return wins.sum().item() / len(scores) ** 2")], AUC),
+    "auc_no_value_error": edit("roc_auc", [
+        ('        raise ValueError("need at least one outlier and one normal point")\n',
+         "        return float('nan')\n")], AUC),
+    "ang_degrees": edit("principal_angles", [
+        ("torch.arccos(cosines).sort().values", "torch.rad2deg(torch.arccos(cosines)).sort().values")], ANG),
+    "ang_cosines": edit("principal_angles", [
+        ("torch.arccos(cosines).sort().values", "cosines.sort(descending=True).values")], ANG),
+    "ang_not_orthonormalised": edit("principal_angles", [
+        ("torch.linalg.svdvals(qa.T @ qb)", "torch.linalg.svdvals(a.T @ b.to(a.dtype))")], ANG),
     "ang_no_clamp": edit("principal_angles", [(".clamp(-1.0, 1.0)", "")], ANG),
-    "ang_descending": edit("principal_angles", [("torch.arccos(cosines).sort().values", "torch.arccos(cosines).sort(descending=True).values")], ANG),
+    "ang_descending": edit("principal_angles", [
+        ("torch.arccos(cosines).sort().values", "torch.arccos(cosines).sort(descending=True).values")], ANG),
     "pca_not_centred": edit("pca_directions", [("torch.linalg.svd(x - x.mean(dim=0)", "torch.linalg.svd(x")], PCA),
     "pca_rows": edit("pca_directions", [("return vh[:k].T", "return vh[:k]")], PCA),
     "pca_smallest_first": edit("pca_directions", [("return vh[:k].T", "return vh[-k:].flip(0).T")], PCA),

@@ -48,7 +48,8 @@ MISTAKES = {  # name -> string edits of the model answer, or a whole cell, and t
     "ce_no_shift": edit("cross_entropy", [
         ("log_sum_exp = m.squeeze(1) + torch.log(torch.exp(z - m).sum(dim=1))",
          "log_sum_exp = torch.log(torch.exp(z).sum(dim=1))")], CE),
-    "ce_summed_over_batch": edit("cross_entropy", [("return (log_sum_exp - z_true).mean()", "return (log_sum_exp - z_true).sum()")], CE),
+    "ce_summed_over_batch": edit("cross_entropy", [
+        ("return (log_sum_exp - z_true).mean()", "return (log_sum_exp - z_true).sum()")], CE),
     "ce_one_shift_for_the_batch": edit("cross_entropy", [
         ("m = z.max(dim=1, keepdim=True).values", "m = z.max() * torch.ones(z.shape[0], 1, dtype=z.dtype)")], CE),
     "ce_shifts_input_in_place": edit("cross_entropy", [
@@ -57,14 +58,21 @@ MISTAKES = {  # name -> string edits of the model answer, or a whole cell, and t
         ("z_true = z[torch.arange(z.shape[0]), target]", "z_true = z[torch.arange(z.shape[0]), target] + m.squeeze(1)")], CE),
     "grad_not_divided_by_n": edit("gradient", [("return (y - one_hot) / z.shape[0]", "return y - one_hot")], GRAD),
     "grad_sign": edit("gradient", [("return (y - one_hot) / z.shape[0]", "return (one_hot - y) / z.shape[0]")], GRAD),
-    "grad_softmax_without_shift": edit("gradient", [("e = torch.exp(z - z.max(dim=1, keepdim=True).values)", "e = torch.exp(z)")], GRAD),
-    "grad_softmax_over_batch": edit("gradient", [("y = e / e.sum(dim=1, keepdim=True)", "y = e / e.sum(dim=0, keepdim=True)")], GRAD),
-    "square_mean_over_classes": edit("deck", [("return ((t - y) ** 2).sum(dim=1)", "return ((t - y) ** 2).mean(dim=1)")], SQUARE),
-    "ce_probs_in_bits": edit("deck", [("return -torch.xlogy(t, y).sum(dim=1)", "return -torch.xlogy(t, y).sum(dim=1) / math.log(2)")], PROBS),
-    "ce_probs_nan_at_zero": edit("deck", [("return -torch.xlogy(t, y).sum(dim=1)", "return -(t * torch.log(y)).sum(dim=1)")], PROBS),
-    "perceptron_fires_at_zero": edit("perceptron", [("if (xi @ w).item() - t > 0 else", "if (xi @ w).item() - t >= 0 else")], PERCEPTRON),
+    "grad_softmax_without_shift": edit("gradient", [
+        ("e = torch.exp(z - z.max(dim=1, keepdim=True).values)", "e = torch.exp(z)")], GRAD),
+    "grad_softmax_over_batch": edit("gradient", [
+        ("y = e / e.sum(dim=1, keepdim=True)", "y = e / e.sum(dim=0, keepdim=True)")], GRAD),
+    "square_mean_over_classes": edit("deck", [
+        ("return ((t - y) ** 2).sum(dim=1)", "return ((t - y) ** 2).mean(dim=1)")], SQUARE),
+    "ce_probs_in_bits": edit("deck", [
+        ("return -torch.xlogy(t, y).sum(dim=1)", "return -torch.xlogy(t, y).sum(dim=1) / math.log(2)")], PROBS),
+    "ce_probs_nan_at_zero": edit("deck", [
+        ("return -torch.xlogy(t, y).sum(dim=1)", "return -(t * torch.log(y)).sum(dim=1)")], PROBS),
+    "perceptron_fires_at_zero": edit("perceptron", [
+        ("if (xi @ w).item() - t > 0 else", "if (xi @ w).item() - t >= 0 else")], PERCEPTRON),
     "perceptron_threshold_sign": edit("perceptron", [("t = t - lr * error", "t = t + lr * error")], PERCEPTRON),
-    "perceptron_never_stops_early": edit("perceptron", [("        if mistakes == 0:\n            return w, t, epoch\n", "")], PERCEPTRON),
+    "perceptron_never_stops_early": edit("perceptron", [
+        ("        if mistakes == 0:\n            return w, t, epoch\n", "")], PERCEPTRON),
     "perceptron_batch_update": whole("perceptron", BATCH_PERCEPTRON, PERCEPTRON),
 }
 
