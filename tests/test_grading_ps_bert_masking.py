@@ -1,8 +1,8 @@
 """End to end: release ps_bert_masking, grade real submissions with nbgrader, check scores.
 
 One course, one `nbgrader autograde` call. Besides the model answer (alice) and the untouched
-release (bob), each student plants at most one answer per part: a common mistake (WRONG), which
-must cost exactly the points of its part, or a correct answer written differently (RIGHT), which
+release (bob), each student plants at most one answer per part: a common mistake (MISTAKES), which
+must cost exactly the points of its part, or a correct answer written differently (CORRECT), which
 must keep them:
 
     carol  selects special/padding tokens | NSP IsNext 70% of the time | first [SEP] in segment 1
@@ -34,15 +34,16 @@ miss by many times the bound.
 import re
 
 import nbformat
-import pytest
 
-from nbgrader_harness import grade_id, graded_test_ids, make_course, part_scores, REPO, submit_class
+from nbgrader_harness import REPO
+from ps_grading_harness import Answer, ProblemSet, ProblemSetTests, whole
 
 ASSIGNMENT, NOTEBOOK = "ps_bert_masking", "bert_masking"
 POINTS = {"test_mask_tokens": 3, "test_nsp_pairs": 2, "test_encode_pair": 2, "test_attention": 2,
           "test_parameter_count": 2, "test_written_key": 0}
 MASK, NSP, PAIR, ATT, COUNT, _ = POINTS
 
+# the mistakes are planted in these simplified model answers (no device handling, no docstrings)
 MASK_TEMPLATE = """
 def mask_tokens(input_ids, *, mask_token_id, vocab_size, special_ids, mlm_probability=0.15, generator=None):
     special = torch.tensor(sorted(set(special_ids) | {mask_token_id}))
@@ -97,36 +98,32 @@ def bert_parameter_count(vocab_size, hidden_size, num_layers, intermediate_size,
     layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
     return embeddings + num_layers * layer + (h * h + h if pooler else 0)
 """
-TEMPLATES = {MASK: ("mask_tokens", MASK_TEMPLATE), NSP: ("make_nsp_pairs", NSP_TEMPLATE),
-             PAIR: ("encode_pair", PAIR_TEMPLATE), ATT: ("scaled_dot_product_attention", ATT_TEMPLATE),
-             COUNT: ("bert_parameter_count", COUNT_TEMPLATE)}
+TEMPLATES = {"mask_tokens": MASK_TEMPLATE, "make_nsp_pairs": NSP_TEMPLATE, "encode_pair": PAIR_TEMPLATE,
+             "scaled_dot_product_attention": ATT_TEMPLATE, "bert_parameter_count": COUNT_TEMPLATE}
 
 
-def edit(part, *edits):
-    """(part, (cell, source)): the model answer of `part` with string edits (each must apply)."""
-    cell, source = TEMPLATES[part]
-    for old, new in edits:
-        assert old in source, f"cannot plant {old!r}"
+def on_template(cell: str, pairs: list[tuple[str, str]], part: str) -> Answer:
+    """The template of `cell` with each (old, new) of `pairs` applied, costing `part`."""
+    source = TEMPLATES[cell]
+    for old, new in pairs:
+        assert old in source, f"cannot plant {old!r} in {cell}"
         source = source.replace(old, new)
-    return part, (cell, source)
+    return whole(cell, source, part)
 
 
-def whole(part, source):
-    return part, (TEMPLATES[part][0], source)
-
-
-WRONG = {  # name -> (the part it must cost, (cell grade_id, source))
-    "masks_specials": edit(MASK, ("selected = ~torch.isin(input_ids, special)",
-                                  "selected = torch.ones_like(input_ids, dtype=torch.bool)")),
-    "share_90_5_5": edit(MASK, ("(action < 0.8)", "(action < 0.9)"),
-                         ("(action >= 0.8) & (action < 0.9)", "(action >= 0.9) & (action < 0.95)")),
-    "labels_everywhere": edit(MASK, ("labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))",
-                                     "labels = input_ids.clone()")),
-    "modifies_input": edit(MASK, ("inputs = input_ids.clone()", "inputs = input_ids")),
-    "random_includes_specials": edit(MASK, (
+MISTAKES = {  # name -> edits of a template, or a whole cell, and the part it costs
+    "masks_specials": on_template("mask_tokens", [("selected = ~torch.isin(input_ids, special)",
+                                                   "selected = torch.ones_like(input_ids, dtype=torch.bool)")], MASK),
+    "share_90_5_5": on_template("mask_tokens", [("(action < 0.8)", "(action < 0.9)"),
+                                                ("(action >= 0.8) & (action < 0.9)", "(action >= 0.9) & (action < 0.95)")], MASK),
+    "labels_everywhere": on_template("mask_tokens", [
+        ("labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))",
+         "labels = input_ids.clone()")], MASK),
+    "modifies_input": on_template("mask_tokens", [("inputs = input_ids.clone()", "inputs = input_ids")], MASK),
+    "random_includes_specials": on_template("mask_tokens", [(
         "random_ids = allowed[torch.randint(len(allowed), input_ids.shape, generator=generator)]",
-        "random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)")),
-    "fifteen_percent_of_all_positions": edit(MASK, (
+        "random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)")], MASK),
+    "fifteen_percent_of_all_positions": on_template("mask_tokens", [(
         "    selected = ~torch.isin(input_ids, special)\n"
         "    selected &= torch.rand(input_ids.shape, generator=generator) < mlm_probability\n",
         "    real = ~torch.isin(input_ids, special).flatten()\n"
@@ -135,40 +132,50 @@ WRONG = {  # name -> (the part it must cost, (cell grade_id, source))
         "    chosen = order[real[order]][:k]\n"
         "    selected = torch.zeros(input_ids.numel(), dtype=torch.bool)\n"
         "    selected[chosen] = True\n"
-        "    selected = selected.view(input_ids.shape)\n")),
-    "nsp_70_30": edit(NSP, ("< 0.5", "< 0.7")),
-    "nsp_ignores_generator": edit(NSP, ("if torch.rand((), generator=generator).item() < 0.5:", "if torch.rand(()).item() < 0.5:")),
-    "mask_ignores_generator": edit(MASK, ("selected &= torch.rand(input_ids.shape, generator=generator) < mlm_probability",
-                                          "selected &= torch.rand(input_ids.shape) < mlm_probability")),
-    "nsp_labels_swapped": edit(NSP, ("doc[i + 1], 1)", "doc[i + 1], 0)"), ("documents[other][j], 0)", "documents[other][j], 1)")),
-    "nsp_same_document": edit(NSP, ("torch.randint(len(documents) - 1, ", "torch.randint(len(documents), "),
-                              ("                other += other >= d\n", "")),
-    "sep_segment_off_by_one": edit(PAIR, ("[0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1)",
-                                          "[0] * (len(a_ids) + 1) + [1] * (len(b_ids) + 2)")),
-    "attention_mask_inverted": edit(PAIR, ("mask = [1] * len(ids) + [0] * pad", "mask = [0] * len(ids) + [1] * pad")),
-    "scale_by_d": edit(ATT, ("/ math.sqrt(q.shape[-1])", "/ q.shape[-1]")),
-    "causal_allows_future": edit(ATT, (".tril()", ".triu()")),
-    "causal_hides_diagonal": edit(ATT, (".tril()", ".tril(-1)")),
-    "softmax_over_queries": edit(ATT, ("dim=-1", "dim=-2")),
-    "att_scales_q_in_place": edit(ATT, ("    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n",
-                                        "    q /= math.sqrt(q.shape[-1])\n    scores = q @ k.transpose(-2, -1)\n")),
-    "att_float64": edit(ATT, ("    return torch.softmax(scores, dim=-1) @ v", "    return torch.softmax(scores.double(), dim=-1) @ v.double()")),
-    "count_no_layernorm": edit(COUNT, (" * h + 2 * h\n", " * h\n"), (" + 2 * h + (h * i", " + (h * i"),
-                               ("(i * h + h) + 2 * h", "(i * h + h)")),
-    "count_no_pooler": edit(COUNT, ("(h * h + h if pooler else 0)", "0")),
-    "count_no_position": edit(COUNT, ("vocab_size + max_position + type_vocab_size", "vocab_size + type_vocab_size")),
-    "count_no_biases": whole(COUNT, """
+        "    selected = selected.view(input_ids.shape)\n")], MASK),
+    "nsp_70_30": on_template("make_nsp_pairs", [("< 0.5", "< 0.7")], NSP),
+    "nsp_ignores_generator": on_template("make_nsp_pairs", [
+        ("if torch.rand((), generator=generator).item() < 0.5:", "if torch.rand(()).item() < 0.5:")], NSP),
+    "mask_ignores_generator": on_template("mask_tokens", [
+        ("selected &= torch.rand(input_ids.shape, generator=generator) < mlm_probability",
+         "selected &= torch.rand(input_ids.shape) < mlm_probability")], MASK),
+    "nsp_labels_swapped": on_template("make_nsp_pairs", [
+        ("doc[i + 1], 1)", "doc[i + 1], 0)"), ("documents[other][j], 0)", "documents[other][j], 1)")], NSP),
+    "nsp_same_document": on_template("make_nsp_pairs", [
+        ("torch.randint(len(documents) - 1, ", "torch.randint(len(documents), "),
+        ("                other += other >= d\n", "")], NSP),
+    "sep_segment_off_by_one": on_template("encode_pair", [("[0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1)",
+                                                           "[0] * (len(a_ids) + 1) + [1] * (len(b_ids) + 2)")], PAIR),
+    "attention_mask_inverted": on_template("encode_pair", [
+        ("mask = [1] * len(ids) + [0] * pad", "mask = [0] * len(ids) + [1] * pad")], PAIR),
+    "scale_by_d": on_template("scaled_dot_product_attention", [("/ math.sqrt(q.shape[-1])", "/ q.shape[-1]")], ATT),
+    "causal_allows_future": on_template("scaled_dot_product_attention", [(".tril()", ".triu()")], ATT),
+    "causal_hides_diagonal": on_template("scaled_dot_product_attention", [(".tril()", ".tril(-1)")], ATT),
+    "softmax_over_queries": on_template("scaled_dot_product_attention", [("dim=-1", "dim=-2")], ATT),
+    "att_scales_q_in_place": on_template("scaled_dot_product_attention", [
+        ("    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n",
+         "    q /= math.sqrt(q.shape[-1])\n    scores = q @ k.transpose(-2, -1)\n")], ATT),
+    "att_float64": on_template("scaled_dot_product_attention", [
+        ("    return torch.softmax(scores, dim=-1) @ v",
+         "    return torch.softmax(scores.double(), dim=-1) @ v.double()")], ATT),
+    "count_no_layernorm": on_template("bert_parameter_count", [
+        (" * h + 2 * h\n", " * h\n"), (" + 2 * h + (h * i", " + (h * i"),
+        ("(i * h + h) + 2 * h", "(i * h + h)")], COUNT),
+    "count_no_pooler": on_template("bert_parameter_count", [("(h * h + h if pooler else 0)", "0")], COUNT),
+    "count_no_position": on_template("bert_parameter_count", [
+        ("vocab_size + max_position + type_vocab_size", "vocab_size + type_vocab_size")], COUNT),
+    "count_no_biases": whole("bert_parameter_count", """
 def bert_parameter_count(vocab_size, hidden_size, num_layers, intermediate_size, max_position=512,
                          type_vocab_size=2, pooler=True):
     h, i = hidden_size, intermediate_size
     embeddings = (vocab_size + max_position + type_vocab_size) * h + 2 * h
     layer = 4 * h * h + 2 * h + 2 * h * i + 2 * h
     return embeddings + num_layers * layer + (h * h if pooler else 0)
-"""),
+""", COUNT),
 }
 
-RIGHT = {  # correct answers written differently
-    "mask_python_loop": whole(MASK, """
+CORRECT = {
+    "mask_python_loop": whole("mask_tokens", """
 def mask_tokens(input_ids, *, mask_token_id, vocab_size, special_ids, mlm_probability=0.15, generator=None):
     special = set(special_ids) | {mask_token_id}
     allowed = [i for i in range(vocab_size) if i not in special]
@@ -192,7 +199,7 @@ def mask_tokens(input_ids, *, mask_token_id, vocab_size, special_ids, mlm_probab
     shape = input_ids.shape
     return torch.tensor(inputs).view(shape), torch.tensor(labels).view(shape)
 """),
-    "mask_random_differs_from_original": whole(MASK, """
+    "mask_random_differs_from_original": whole("mask_tokens", """
 def mask_tokens(input_ids, *, mask_token_id, vocab_size, special_ids, mlm_probability=0.15, generator=None):
     special = torch.tensor(sorted(set(special_ids) | {mask_token_id}))
     allowed = torch.arange(vocab_size)[~torch.isin(torch.arange(vocab_size), special)]
@@ -208,7 +215,7 @@ def mask_tokens(input_ids, *, mask_token_id, vocab_size, special_ids, mlm_probab
     out = torch.where(chosen & (how == 1), replacement, out)
     return out, torch.where(chosen, input_ids, -100)
 """),
-    "nsp_rejection_sampling": whole(NSP, """
+    "nsp_rejection_sampling": whole("make_nsp_pairs", """
 def make_nsp_pairs(documents, generator=None):
     pairs = []
     for d, doc in enumerate(documents):
@@ -224,7 +231,7 @@ def make_nsp_pairs(documents, generator=None):
             pairs.append((a, sentence, 0))
     return pairs
 """),
-    "pair_by_slicing": whole(PAIR, """
+    "pair_by_slicing": whole("encode_pair", """
 def encode_pair(a_ids, b_ids, cls_id, sep_id, pad_id, max_length):
     n_a, n_b = len(a_ids), len(b_ids)
     n = n_a + n_b + 3
@@ -237,7 +244,7 @@ def encode_pair(a_ids, b_ids, cls_id, sep_id, pad_id, max_length):
     mask = (torch.arange(max_length) < n).long()
     return ids, segments, mask
 """),
-    "attention_einsum_manual_softmax": whole(ATT, """
+    "attention_einsum_manual_softmax": whole("scaled_dot_product_attention", """
 def scaled_dot_product_attention(q, k, v, causal=False):
     d = q.shape[-1]
     scores = torch.einsum("...ld,...sd->...ls", q, k) * d ** -0.5
@@ -249,7 +256,7 @@ def scaled_dot_product_attention(q, k, v, causal=False):
     weights = weights / weights.sum(dim=-1, keepdim=True)
     return torch.einsum("...ls,...sd->...ld", weights, v)
 """),
-    "count_from_torch_layers": whole(COUNT, """
+    "count_from_torch_layers": whole("bert_parameter_count", """
 def bert_parameter_count(vocab_size, hidden_size, num_layers, intermediate_size, max_position=512,
                          type_vocab_size=2, pooler=True):
     from torch import nn
@@ -264,7 +271,7 @@ def bert_parameter_count(vocab_size, hidden_size, num_layers, intermediate_size,
         parts.append(nn.Linear(hidden_size, hidden_size, **meta))
     return sum(p.numel() for m in parts for p in m.parameters())
 """),
-    "count_grouped_formula": whole(COUNT, """
+    "count_grouped_formula": whole("bert_parameter_count", """
 def bert_parameter_count(vocab_size, hidden_size, num_layers, intermediate_size, max_position=512,
                          type_vocab_size=2, pooler=True):
     h, i, L = hidden_size, intermediate_size, num_layers
@@ -272,34 +279,34 @@ def bert_parameter_count(vocab_size, hidden_size, num_layers, intermediate_size,
 """),
 }
 
-CALLS_REFERENCE = {  # ken: each answer hands the work to a reference implementation
-    MASK: whole(MASK, """
+REFERENCE_CALLS = {  # ken hands the work to a reference implementation
+    "mask_dlcourse": whole("mask_tokens", """
 def mask_tokens(input_ids, *, mask_token_id, vocab_size, special_ids, mlm_probability=0.15, generator=None):
     import dlcourse.bert
     return dlcourse.bert.mask_tokens(input_ids, mask_token_id=mask_token_id, vocab_size=vocab_size,
                                      special_ids=special_ids, mlm_probability=mlm_probability, generator=generator)
-""")[1],
-    NSP: whole(NSP, """
+""", MASK, calls="dlcourse.bert.mask_tokens"),
+    "nsp_dlcourse": whole("make_nsp_pairs", """
 from dlcourse.bert import make_nsp_pairs
-""")[1],
-    PAIR: whole(PAIR, """
+""", NSP, calls="dlcourse.bert.make_nsp_pairs"),
+    "pair_dlcourse": whole("encode_pair", """
 def encode_pair(a_ids, b_ids, cls_id, sep_id, pad_id, max_length):
     from dlcourse import bert
     return bert.encode_pair(a_ids, b_ids, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, max_length=max_length)
-""")[1],
-    ATT: whole(ATT, """
+""", PAIR, calls="dlcourse.bert.encode_pair"),
+    "attention_F_scaled_dot_product_attention": whole("scaled_dot_product_attention", """
 import torch.nn.functional as F
 
 
 def scaled_dot_product_attention(q, k, v, causal=False):
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-""")[1],
-    COUNT: whole(COUNT, """
+""", ATT, calls="torch.nn.functional.scaled_dot_product_attention"),
+    "count_dlcourse": whole("bert_parameter_count", """
 from dlcourse.bert import bert_parameter_count
-""")[1],
+""", COUNT, calls="dlcourse.bert.bert_parameter_count"),
 }
 
-STUDENTS = {  # student -> planted answers, at most one per part (names from WRONG or RIGHT)
+STUDENTS = {  # student -> planted answers, at most one per part
     "carol": ["masks_specials", "nsp_70_30", "sep_segment_off_by_one", "scale_by_d", "count_no_layernorm"],
     "dave": ["share_90_5_5", "nsp_labels_swapped", "attention_mask_inverted", "causal_allows_future",
              "count_no_pooler"],
@@ -312,99 +319,30 @@ STUDENTS = {  # student -> planted answers, at most one per part (names from WRO
     "kim": ["mask_random_differs_from_original"],
     "leo": ["att_scales_q_in_place", "mask_ignores_generator"],
     "mia": ["att_float64", "nsp_ignores_generator"],
+    "ken": ["mask_dlcourse", "nsp_dlcourse", "pair_dlcourse", "attention_F_scaled_dot_product_attention",
+            "count_dlcourse"],
 }
+# the grader names what went wrong, so the feedback teaches something
+VISIBLE_CHECKS_SAY = {
+    ("dave", MASK): "[MASK]", ("frank", MASK): "in place", ("hank", MASK): "mlm_probability",
+    ("dave", NSP): "IsNext", ("carol", PAIR): "token_type_ids", ("dave", PAIR): "attention_mask",
+    ("carol", COUNT): "bert_parameter_count(10, 4, 1, 8", ("carol", MASK): "holds [CLS] (id 1), a special token",
+    ("erin", MASK): "holds [CLS]", ("leo", ATT): "changed its input `q` in place",
+    ("mia", ATT): "expected dtype torch.float32", ("leo", MASK): "the same generator seed gave another result",
+    ("mia", NSP): "the same generator seed gave other pairs", ("carol", ATT): "divided by d_k: divide them by sqrt(d_k)",
+    ("frank", ATT): "runs over the queries", ("dave", COUNT): "the count without the pooler"}
+HIDDEN_TESTS_SAY = {("gina", MASK): "special id", ("erin", NSP): "own document"}
+
+PS = ProblemSet(ASSIGNMENT, NOTEBOOK, POINTS, {"written_rule": 2}, MISTAKES, CORRECT, REFERENCE_CALLS, STUDENTS,
+                VISIBLE_CHECKS_SAY, HIDDEN_TESTS_SAY, cell_timeout=120)
 
 
-def planted(name):
-    return WRONG[name] if name in WRONG else RIGHT[name]
+class TestBertMasking(ProblemSetTests):
+    ps = PS
 
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    class_ = {"ken": dict(CALLS_REFERENCE.values())}
-    for student, names in STUDENTS.items():
-        class_[student] = dict(planted(name)[1] for name in names)
-        assert len(class_[student]) == len(names), f"{student}: two answers for one cell"
-    submit_class(course, ASSIGNMENT, NOTEBOOK, class_)
-    autograde = course.autograde(ASSIGNMENT, cell_timeout=120)
-    return course, autograde, course.scores(ASSIGNMENT, NOTEBOOK)
-
-
-def parts(scores, student):
-    return part_scores(scores, student, POINTS)
-
-
-def test_tables_are_complete():
-    used = [name for names in STUDENTS.values() for name in names]
-    assert sorted(used) == sorted([*WRONG, *RIGHT]), "every mistake and variant is planted exactly once"
-    assert len(WRONG) >= 10 and len(RIGHT) >= 4
-    for student, names in STUDENTS.items():
-        cells = [planted(name)[1][0] for name in names]
-        assert len(set(cells)) == len(cells), f"{student} plants two answers in one part"
-
-
-def test_point_table_matches_the_notebook(graded):
-    course, *_ = graded
-    assert graded_test_ids(course, ASSIGNMENT, NOTEBOOK) == list(POINTS)
-
-
-def test_full_solution_gets_full_marks(graded):
-    course, autograde, scores = graded
-    assert parts(scores, "alice") == POINTS, autograde.stdout[-3000:] + autograde.stderr[-3000:]
-    assert scores["alice"]["max"]["written_rule"] == 2
-    # the answer key's numbers were checked in alice's run (her notebook carries the model answer)
-    nb = course.read("autograded", "alice", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    key_cell = next(c for c in nb.cells if grade_id(c) == "test_written_key")
-    assert any("answer key of part 6 agrees" in o.get("text", "") for o in key_cell.outputs)
-
-
-def test_untouched_release_gets_zero(graded):
-    *_, scores = graded
-    assert parts(scores, "bob") == dict(dict.fromkeys(POINTS, 0))
-
-
-@pytest.mark.parametrize("student", sorted(STUDENTS))
-def test_each_answer_costs_exactly_its_part(graded, student):
-    *_, scores = graded
-    zeroed = {WRONG[name][0] for name in STUDENTS[student] if name in WRONG}
-    expected = {part: 0 if part in zeroed else pts for part, pts in POINTS.items()}
-    assert parts(scores, student) == expected, f"{student} ({', '.join(STUDENTS[student])})"
-
-
-def test_calling_the_reference_scores_zero_with_a_reason(graded):
-    course, _, scores = graded
-    assert parts(scores, "ken") == dict(POINTS, **dict.fromkeys(CALLS_REFERENCE, 0))
-    nb = course.read("autograded", "ken", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    errors = {grade_id(c): next((o for o in c.get("outputs", []) if o.output_type == "error"), None) for c in nb.cells}
-    for part, reference in [(MASK, "dlcourse.bert.mask_tokens"), (NSP, "make_nsp_pairs"),
-                            (PAIR, "dlcourse.bert.encode_pair"), (ATT, "scaled_dot_product_attention"),
-                            (COUNT, "bert_parameter_count")]:
-        error = errors[part]
-        assert error is not None and reference in error.evalue and "reference implementation" in error.evalue, (
-            part, error)
-        printed = "".join(o.get("text", "") for c in nb.cells if grade_id(c) == part for o in c.get("outputs", []))
-        assert "visible tests passed" not in printed, f"{part}: the visible check should already name the call"
-
-
-def test_mistakes_fail_with_a_message_about_them(graded):
-    """The hidden tests name what went wrong, so the feedback teaches something."""
-    course, *_ = graded
-    expected = {("dave", MASK): "[MASK]",
-                ("frank", MASK): "in place", ("gina", MASK): "special id", ("hank", MASK): "mlm_probability",
-                ("dave", NSP): "IsNext", ("erin", NSP): "own document", ("carol", PAIR): "token_type_ids",
-                ("dave", PAIR): "attention_mask", ("carol", COUNT): "bert_parameter_count(10, 4, 1, 8",
-                ("carol", MASK): "holds [CLS] (id 1), a special token", ("erin", MASK): "holds [CLS]",
-                ("leo", ATT): "changed its input `q` in place", ("mia", ATT): "expected dtype torch.float32",
-                ("leo", MASK): "the same generator seed gave another result",
-                ("mia", NSP): "the same generator seed gave other pairs",
-                ("carol", ATT): "divided by d_k: divide them by sqrt(d_k)", ("frank", ATT): "runs over the queries",
-                ("dave", COUNT): "the count without the pooler"}
-    for (student, part), words in expected.items():
-        nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-        cell = next(c for c in nb.cells if grade_id(c) == part)
-        error = next(o for o in cell.outputs if o.output_type == "error")
-        assert words in error.evalue, (student, part, error.evalue)
+    def test_the_answer_key_was_checked_in_the_model_answers_run(self, graded):
+        """alice's notebook carries the model answer, so the key's numbers were checked in her run."""
+        assert "answer key of part 6 agrees" in graded.cell("alice", "test_written_key").printed
 
 
 def test_written_key_text_is_in_the_release_question_only():
