@@ -4,13 +4,13 @@ One course, one `nbgrader autograde` call. The tests of the tests:
 
 * MISTAKES: common wrong answers, each planted in the function of one part; that part must
   score 0 and every other part keep its points. Students plant at most three, in different
-  functions, so each student also proves that the untouched parts are not affected.
-* WARNED: answers a student could believe right (a float32 buffer for float64 data) that lose
-  their part, but only after a visible check has said why; the grader's copy shows the message.
+  functions, so each student also proves that the untouched parts are not affected. Among them,
+  answers a student could believe right (a float32 buffer for float64 data) that lose their part,
+  but only after a visible check has said why (VISIBLE_CHECKS_SAY); the grader's copy shows it.
 * REFERENCE_CALLS: answers that call what the rules forbid (torch.nn.functional.conv2d,
   max_pool2d, numpy.correlate, dlcourse): 0 on that part, with the reason in the output, which the
   visible check of that part already gives (a student sees it before handing in).
-* VARIANTS: correct answers written differently (loops, torch.stack of lists, Tensor.unfold +
+* CORRECT: correct answers written differently (loops, torch.stack of lists, Tensor.unfold +
   einsum, F.pad, reusing corr2d, math.floor / len(range(...)), a float32 padding buffer with a
   result of x's dtype, which the float32 tolerance of the hidden tests accepts, a float64 result
   for float32 data): full marks.
@@ -27,29 +27,29 @@ import re
 import nbformat
 import pytest
 
-from nbgrader_harness import grade_id, graded_test_ids, make_course, part_scores, REPO, solved, submit_class
+from nbgrader_harness import REPO, grade_id, solved
+from ps_grading_harness import ProblemSet, ProblemSetTests, whole
 
 ASSIGNMENT, NOTEBOOK = "ps_convolution", "convolution"
 POINTS = {"test_corr1d": 2, "test_corr2d": 2, "test_output_size": 2, "test_conv2d": 3, "test_max_pool2d": 2,
           "test_written_key": 0}
 CELL_TIMEOUT = 20  # generous for a loaded CI machine; only frank's endless loop waits it out
 
-# name -> (solution cell, source, the graded part it costs)
-MISTAKES = {
-    "corr1d_flipped": ("corr1d", """
+MISTAKES = {  # name -> a whole solution cell and the graded part it costs
+    "corr1d_flipped": whole("corr1d", """
 def corr1d(x, k):
     k = torch.flip(k, dims=(0,))  # true convolution: wrong for this course's convention
     n, kw = len(x), len(k)
     return torch.stack([(x[i:i + kw] * k).sum() for i in range(n - kw + 1)])
 """, "test_corr1d"),
-    "corr1d_drops_last": ("corr1d", """
+    "corr1d_drops_last": whole("corr1d", """
 def corr1d(x, k):
     out = torch.zeros(len(x) - len(k), dtype=x.dtype)  # one position short
     for i in range(len(x) - len(k)):
         out[i] = (x[i:i + len(k)] * k).sum()
     return out
 """, "test_corr1d"),
-    "corr2d_flipped": ("corr2d", """
+    "corr2d_flipped": whole("corr2d", """
 def corr2d(x, k):
     k = torch.flip(k, dims=(0, 1))
     kh, kw = k.shape
@@ -59,7 +59,7 @@ def corr2d(x, k):
             out[i, j] = (x[i:i + kh, j:j + kw] * k).sum()
     return out
 """, "test_corr2d"),
-    "corr2d_axes_swapped": ("corr2d", """
+    "corr2d_axes_swapped": whole("corr2d", """
 def corr2d(x, k):
     kh, kw = k.shape
     out = torch.zeros(x.shape[0] - kh + 1, x.shape[1] - kw + 1, dtype=x.dtype)
@@ -68,23 +68,23 @@ def corr2d(x, k):
             out[i, j] = (x[i:i + kw, j:j + kh] * k).sum()  # kh and kw mixed up: fine for square kernels only
     return out
 """, "test_corr2d"),
-    "size_no_plus_one": ("output_size", """
+    "size_no_plus_one": whole("output_size", """
 def output_size(n, k, stride=1, padding=0):
     return (n + 2 * padding - k) // stride
 """, "test_output_size"),
-    "size_padding_once": ("output_size", """
+    "size_padding_once": whole("output_size", """
 def output_size(n, k, stride=1, padding=0):
     return (n + padding - k) // stride + 1
 """, "test_output_size"),
-    "size_true_division": ("output_size", """
+    "size_true_division": whole("output_size", """
 def output_size(n, k, stride=1, padding=0):
     return (n + 2 * padding - k) / stride + 1  # a float, and wrong when stride does not divide
 """, "test_output_size"),
-    "conv2d_returns_zeros": ("conv2d", """
+    "conv2d_returns_zeros": whole("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     return torch.zeros(1)
 """, "test_conv2d"),
-    "conv2d_one_sided_padding": ("conv2d", """
+    "conv2d_one_sided_padding": whole("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -100,7 +100,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         out += bias[:, None, None]
     return out
 """, "test_conv2d"),
-    "conv2d_ignores_stride": ("conv2d", """
+    "conv2d_ignores_stride": whole("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -113,7 +113,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
             out[:, i, j] = (xpad[None, :, i:i + kh, j:j + kw] * weight).sum(dim=(1, 2, 3))  # i, not i * stride
     return out if bias is None else out + bias[:, None, None]
 """, "test_conv2d"),
-    "pool_stride_one": ("max_pool2d", """
+    "pool_stride_one": whole("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     stride = stride or 1  # wrong default: PyTorch's is kernel_size
     c, h, w = x.shape
@@ -124,12 +124,12 @@ def max_pool2d(x, kernel_size, stride=None):
             out[:, i, j] = x[:, i * stride:i * stride + kernel_size, j * stride:j * stride + kernel_size].amax(dim=(1, 2))
     return out
 """, "test_max_pool2d"),
-    "pool_endless_loop": ("max_pool2d", """
+    "pool_endless_loop": whole("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     while True:
         pass
 """, "test_max_pool2d"),
-    "pool_max_with_zero": ("max_pool2d", """
+    "pool_max_with_zero": whole("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     stride = stride or kernel_size
     c, h, w = x.shape
@@ -140,23 +140,21 @@ def max_pool2d(x, kernel_size, stride=None):
             out[:, i, j] = torch.maximum(out[:, i, j], window.amax(dim=(1, 2)))  # starts from 0, not -inf
     return out
 """, "test_max_pool2d"),
-    "pool_across_channels": ("max_pool2d", """
+    "pool_across_channels": whole("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     stride = stride or kernel_size
     windows = x.unfold(1, kernel_size, stride).unfold(2, kernel_size, stride)  # (C, H_out, W_out, k, k)
     return windows.amax(dim=(0, -2, -1)).expand(x.shape[0], -1, -1)  # the max over the channels too
 """, "test_max_pool2d"),
-}
-# answers a student could think right; a visible check explains why they are not (message in the output)
-WARNED = {
-    "corr1d_float32_buffer": ("corr1d", """
+    # answers a student could think right; a visible check explains why they are not (VISIBLE_CHECKS_SAY)
+    "corr1d_float32_buffer": whole("corr1d", """
 def corr1d(x, k):
     out = torch.zeros(len(x) - len(k) + 1)  # float32, whatever x is
     for i in range(len(out)):
         out[i] = (x[i:i + len(k)] * k).sum()
     return out
-""", "test_corr1d", "your output is torch.float32 but the input x was torch.float64"),
-    "conv2d_float32_buffer": ("conv2d", """
+""", "test_corr1d"),
+    "conv2d_float32_buffer": whole("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -168,25 +166,25 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         for j in range(w_out):
             out[:, i, j] = (xpad[None, :, i * stride:i * stride + kh, j * stride:j * stride + kw] * weight).sum(dim=(1, 2, 3))
     return out if bias is None else out + bias[:, None, None]
-""", "test_conv2d", "create buffers with dtype=x.dtype"),
+""", "test_conv2d"),
 }
-REFERENCE_CALLS = {
-    "corr1d_numpy_correlate": ("corr1d", """
+REFERENCE_CALLS = {  # name -> a whole solution cell, the part it costs and how the grader names the call
+    "corr1d_numpy_correlate": whole("corr1d", """
 import numpy as np
 def corr1d(x, k):
     return torch.from_numpy(np.correlate(x.numpy(), k.numpy(), "valid"))
-""", "test_corr1d", "your code calls numpy.correlate"),
-    "corr2d_F_conv2d": ("corr2d", """
+""", "test_corr1d", calls="your code calls numpy.correlate"),
+    "corr2d_F_conv2d": whole("corr2d", """
 import torch.nn.functional as F
 def corr2d(x, k):
     return F.conv2d(x[None, None], k[None, None].to(x.dtype))[0, 0]
-""", "test_corr2d", "your code calls torch.nn.functional.conv2d"),
-    "size_dlcourse": ("output_size", """
+""", "test_corr2d", calls="your code calls torch.nn.functional.conv2d"),
+    "size_dlcourse": whole("output_size", """
 from dlcourse.conv import conv_output_size
 def output_size(n, k, stride=1, padding=0):
     return conv_output_size(n, k, stride, padding)
-""", "test_output_size", "your code calls dlcourse.conv.conv_output_size"),
-    "conv2d_nn_Conv2d": ("conv2d", """
+""", "test_output_size", calls="your code calls dlcourse.conv.conv_output_size"),
+    "conv2d_nn_Conv2d": whole("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     layer = torch.nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:], stride=stride, padding=padding,
                             bias=bias is not None, dtype=x.dtype)
@@ -195,51 +193,51 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         if bias is not None:
             layer.bias.copy_(bias)
         return layer(x[None])[0]
-""", "test_conv2d", "your code calls torch.nn.Conv2d"),
-    "pool_F_max_pool2d": ("max_pool2d", """
+""", "test_conv2d", calls="your code calls torch.nn.Conv2d"),
+    "pool_F_max_pool2d": whole("max_pool2d", """
 import torch.nn.functional as F
 def max_pool2d(x, kernel_size, stride=None):
     return F.max_pool2d(x, kernel_size, stride)
-""", "test_max_pool2d", "your code calls torch.nn.functional.max_pool2d"),
+""", "test_max_pool2d", calls="your code calls torch.nn.functional.max_pool2d"),
 }
-VARIANTS = {
-    "corr1d_unfold_matmul": ("corr1d", """
+CORRECT = {
+    "corr1d_unfold_matmul": whole("corr1d", """
 def corr1d(x, k):
     return x.unfold(0, len(k), 1) @ k  # all windows at once, one matrix-vector product
 """),
-    "corr1d_stack": ("corr1d", """
+    "corr1d_stack": whole("corr1d", """
 def corr1d(x, k):
     return torch.stack([(x[i:i + len(k)] * k).sum() for i in range(len(x) - len(k) + 1)])
 """),
-    "corr1d_always_float64": ("corr1d", """
+    "corr1d_always_float64": whole("corr1d", """
 def corr1d(x, k):
     out = torch.zeros(len(x) - len(k) + 1, dtype=torch.float64)  # more precision than float32 data needs: fine
     for i in range(len(out)):
         out[i] = (x[i:i + len(k)] * k).sum()
     return out
 """),
-    "corr2d_unfold_einsum": ("corr2d", """
+    "corr2d_unfold_einsum": whole("corr2d", """
 def corr2d(x, k):
     kh, kw = k.shape
     return torch.einsum("ijab,ab->ij", x.unfold(0, kh, 1).unfold(1, kw, 1), k)
 """),
-    "corr2d_stack_of_rows": ("corr2d", """
+    "corr2d_stack_of_rows": whole("corr2d", """
 def corr2d(x, k):
     kh, kw = k.shape
     rows = [torch.stack([(x[i:i + kh, j:j + kw] * k).sum() for j in range(x.shape[1] - kw + 1)])
             for i in range(x.shape[0] - kh + 1)]
     return torch.stack(rows)
 """),
-    "size_math_floor": ("output_size", """
+    "size_math_floor": whole("output_size", """
 import math
 def output_size(n, k, stride=1, padding=0):
     return math.floor((n + 2 * padding - k) / stride) + 1
 """),
-    "size_count_positions": ("output_size", """
+    "size_count_positions": whole("output_size", """
 def output_size(n, k, stride=1, padding=0):
     return len(range(0, n + 2 * padding - k + 1, stride))
 """),
-    "conv2d_pad_unfold_einsum": ("conv2d", """
+    "conv2d_pad_unfold_einsum": whole("conv2d", """
 import torch.nn.functional as F
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     kh, kw = weight.shape[-2:]
@@ -247,7 +245,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     out = torch.einsum("chwab,ocab->ohw", windows, weight)
     return out if bias is None else out + bias[:, None, None]
 """),
-    "conv2d_reuses_corr2d": ("conv2d", """
+    "conv2d_reuses_corr2d": whole("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     c, h, w = x.shape
     xpad = x.new_zeros((c, h + 2 * padding, w + 2 * padding))
@@ -259,7 +257,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         maps.append(full if bias is None else full + bias[f])
     return torch.stack(maps)
 """),
-    "conv2d_float32_padding_buffer": ("conv2d", """
+    "conv2d_float32_padding_buffer": whole("conv2d", """
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -272,12 +270,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
             out[:, i, j] = (xpad[None, :, i * stride:i * stride + kh, j * stride:j * stride + kw] * weight).sum(dim=(1, 2, 3))
     return out if bias is None else out + bias[:, None, None]
 """),
-    "pool_unfold_amax": ("max_pool2d", """
+    "pool_unfold_amax": whole("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     stride = stride or kernel_size
     return x.unfold(1, kernel_size, stride).unfold(2, kernel_size, stride).amax(dim=(-2, -1))
 """),
-    "pool_loops_stack": ("max_pool2d", """
+    "pool_loops_stack": whole("max_pool2d", """
 def max_pool2d(x, kernel_size, stride=None):
     if stride is None:
         stride = kernel_size
@@ -303,143 +301,68 @@ STUDENTS = {  # student -> planted answers (one per function); dave and erin als
     "erin": ["corr1d_stack", "corr2d_stack_of_rows", "size_count_positions", "conv2d_reuses_corr2d",
              "pool_loops_stack"],
 }
-TABLE = {**{k: v[:3] for k, v in MISTAKES.items()}, **{k: v[:3] for k, v in WARNED.items()},
-         **{k: v[:3] for k, v in REFERENCE_CALLS.items()}, **{k: (*v, None) for k, v in VARIANTS.items()}}
+VISIBLE_CHECKS_SAY = {
+    ("ivy", "test_corr1d"): "your output is torch.float32 but the input x was torch.float64",
+    ("judy", "test_conv2d"): "create buffers with dtype=x.dtype",
+    ("carol", "test_corr1d"): "your code flips the kernel", ("dave", "test_corr2d"): "your code flips the kernel"}
+HIDDEN_TESTS_SAY = {("hank", "test_output_size"): "expected 3, got 3.5"}
 
 
-def expected_parts(student):
-    zeroed = {TABLE[name][2] for name in STUDENTS.get(student, [])} - {None}
-    return {part: 0 if part in zeroed else pts for part, pts in POINTS.items()}
-
-
-def cell_output(course, student, gid):
-    nb = course.read("autograded", student, ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    cell = next(c for c in nb.cells if grade_id(c) == gid)
-    return "\n".join(o.get("text", "") + o.get("evalue", "") for o in cell.outputs)
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    course = make_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    submit_class(course, ASSIGNMENT, NOTEBOOK, {})
-    for student, names in STUDENTS.items():
-        overrides = {TABLE[name][0]: TABLE[name][1] for name in names}
-        assert len(overrides) == len(names), f"{student}: two answers for one function"
-        if student == "dave":  # a broken conv2d and a test cell edited to pass: the test is restored
-            overrides["test_conv2d"] = 'print("conv2d: visible checks passed")'
-        nb = solved(course, ASSIGNMENT, NOTEBOOK, overrides)
-        if student == "erin":  # deletes a test cell: it is put back and graded
-            nb.cells = [c for c in nb.cells if grade_id(c) != "test_max_pool2d"]
-        course.submit(student, ASSIGNMENT, NOTEBOOK, nb)
+def tamper_and_break(course, ps):
+    """dave edits a test cell to pass, erin deletes one (both are restored and graded); grace's file is not JSON."""
+    dave = solved(course, ASSIGNMENT, NOTEBOOK, {**ps.planted("dave"), "test_conv2d": 'print("conv2d: visible checks passed")'})
+    course.submit("dave", ASSIGNMENT, NOTEBOOK, dave)
+    erin = solved(course, ASSIGNMENT, NOTEBOOK, ps.planted("erin"))
+    erin.cells = [c for c in erin.cells if grade_id(c) != "test_max_pool2d"]
+    course.submit("erin", ASSIGNMENT, NOTEBOOK, erin)
     course.submit("grace", ASSIGNMENT, NOTEBOOK, '{"cells": [{"cell_type": "code", "source": "def corr1d(')
 
-    autograde = course.autograde(ASSIGNMENT, cell_timeout=CELL_TIMEOUT)
-    feedback = course.feedback(ASSIGNMENT)
-    return course, autograde, feedback, course.scores(ASSIGNMENT, NOTEBOOK)
+
+PS = ProblemSet(ASSIGNMENT, NOTEBOOK, POINTS, {"written_flip": 2}, MISTAKES, CORRECT, REFERENCE_CALLS, STUDENTS,
+                VISIBLE_CHECKS_SAY, HIDDEN_TESTS_SAY, banner="visible checks passed", keeps_at_least=2, feedback=True,
+                more_submissions=tamper_and_break, cell_timeout=CELL_TIMEOUT)
 
 
-def parts(scores, student):
-    return part_scores(scores, student, POINTS)
+class TestConvolution(ProblemSetTests):
+    ps = PS
 
+    # ------------------------------------------------------------ nbgrader's mechanics
+    def test_edited_test_cell_is_restored(self, graded):
+        assert "conv2d(slide input, slide kernel)" in graded.cell("dave", "test_conv2d").text
 
-# ------------------------------------------------------------------ the table itself
-def test_the_table_is_big_enough_and_every_entry_is_planted_once():
-    assert len(MISTAKES) >= 10 and len(VARIANTS) >= 4 and len(REFERENCE_CALLS) >= 3
-    planted = [name for names in STUDENTS.values() for name in names]
-    assert sorted(planted) == sorted(TABLE)
-    for student, names in STUDENTS.items():
-        zeroed = [TABLE[name][2] for name in names if TABLE[name][2]]
-        assert len(zeroed) < len(POINTS) - 2, f"{student} leaves too few parts to show that nothing spills over"
+    def test_deleted_test_cell_is_restored_and_graded(self, graded):
+        assert "test_max_pool2d" in [grade_id(c) for c in graded.notebook("erin").cells]
 
+    def test_endless_loop_times_out_on_its_own_part(self, graded):
+        assert graded.cell("frank", "test_max_pool2d").errors
 
-def test_point_table_matches_the_notebook(graded):
-    course, *_ = graded
-    assert graded_test_ids(course, ASSIGNMENT, NOTEBOOK) == list(POINTS)
+    def test_invalid_json_fails_clearly_and_others_are_graded(self, graded):
+        course, autograde, scores = graded.course, graded.autograde, graded.scores
+        assert autograde.returncode != 0
+        log = autograde.stdout + autograde.stderr
+        assert re.search(r"ERROR.*grace", log), log[-3000:]
+        assert "grace" not in scores or not scores["grace"]["graded"], "grace's broken file must not count as graded"
+        assert {s for s, v in scores.items() if v["graded"]} == {"alice", "bob", *STUDENTS}
+        assert (course.path("submitted", "grace", ASSIGNMENT, f"{NOTEBOOK}.ipynb")).read_text().startswith('{"cells"')
 
-
-# --------------------------------------------------------------------------- scores
-def test_full_solution_gets_full_marks(graded):
-    *_, scores = graded
-    assert parts(scores, "alice") == POINTS
-    assert scores["alice"]["max"]["written_flip"] == 2  # the written answer waits for a human
-
-
-def test_untouched_release_gets_zero(graded):
-    *_, scores = graded
-    assert parts(scores, "bob") == dict.fromkeys(POINTS, 0)
-    assert scores["bob"]["parts"]["written_flip"] == 0  # unchanged answer cell: no manual grading needed
-
-
-@pytest.mark.parametrize("student", sorted(STUDENTS))
-def test_each_planted_answer_costs_exactly_its_part(graded, student):
-    *_, scores = graded
-    assert parts(scores, student) == expected_parts(student), f"{student}: {', '.join(STUDENTS[student])}"
-
-
-@pytest.mark.parametrize("name", sorted(WARNED) + sorted(REFERENCE_CALLS))
-def test_the_student_is_told_why(graded, name):
-    course, *_ = graded
-    student = next(s for s, names in STUDENTS.items() if name in names)
-    table = {**WARNED, **REFERENCE_CALLS}
-    output = cell_output(course, student, table[name][2])
-    assert table[name][3] in output
-    if name in REFERENCE_CALLS:   # the visible check already names the call, before the student hands in
-        assert "visible checks passed" not in output, output
-
-
-def test_a_flipped_kernel_is_named_by_the_visible_check(graded):
-    course, *_ = graded
-    assert "your code flips the kernel" in cell_output(course, "carol", "test_corr1d")
-    assert "your code flips the kernel" in cell_output(course, "dave", "test_corr2d")
-
-
-# -------------------------------------------------------------- nbgrader's mechanics
-def test_edited_test_cell_is_restored(graded):
-    course, *_ = graded
-    assert "conv2d(slide input, slide kernel)" in cell_output(course, "dave", "test_conv2d")
-
-
-def test_deleted_test_cell_is_restored_and_graded(graded):
-    course, *_ = graded
-    autograded = course.read("autograded", "erin", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    assert "test_max_pool2d" in [grade_id(c) for c in autograded.cells]
-
-
-def test_endless_loop_times_out_on_its_own_part(graded):
-    course, *_ = graded
-    autograded = course.read("autograded", "frank", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    cell = next(c for c in autograded.cells if grade_id(c) == "test_max_pool2d")
-    assert any(o.output_type == "error" for o in cell.outputs)
-
-
-def test_invalid_json_fails_clearly_and_others_are_graded(graded):
-    course, autograde, _, scores = graded
-    assert autograde.returncode != 0
-    log = autograde.stdout + autograde.stderr
-    assert re.search(r"ERROR.*grace", log), log[-3000:]
-    assert "grace" not in scores or not scores["grace"]["graded"], "grace's broken file must not count as graded"
-    assert {s for s, v in scores.items() if v["graded"]} == {"alice", "bob", *STUDENTS}
-    assert (course.path("submitted", "grace", ASSIGNMENT, f"{NOTEBOOK}.ipynb")).read_text().startswith('{"cells"')
-
-
-def test_feedback_hides_hidden_tests_but_names_the_failure(graded):
-    course, _, feedback, _ = graded
-    html = {s: course.path("feedback", s, ASSIGNMENT, f"{NOTEBOOK}.html") for s in ("alice", "carol", "frank", "kim")}
-    for student, path in html.items():
-        assert path.exists(), f"no feedback for {student}: {feedback.stdout[-2000:]}{feedback.stderr[-2000:]}"
-    # hidden test code uses private names (_g, _what, _cases, ...) that appear nowhere else
-    solution_source = course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
-    hidden = "".join(c.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
-                     for c in solution_source.cells if "### BEGIN HIDDEN TESTS" in c.source)
-    private_names = set(re.findall(r"\b_[a-z]\w{2,}\b", hidden))
-    assert len(private_names) >= 5
-    for student, path in html.items():
-        text = path.read_text()
-        assert "HIDDEN TESTS" not in text
-        leaked = sorted(name for name in private_names if re.search(rf"\b{name}\b", text))
-        assert not leaked, f"hidden test code leaks into {student}'s feedback: {leaked}"
-    assert "asymmetric kernel" in html["carol"].read_text()
-    assert "your code calls torch.nn.functional.max_pool2d" in html["kim"].read_text()
+    def test_feedback_hides_hidden_tests_but_names_the_failure(self, graded):
+        course, feedback = graded.course, graded.feedback
+        html = {s: course.path("feedback", s, ASSIGNMENT, f"{NOTEBOOK}.html") for s in ("alice", "carol", "frank", "kim")}
+        for student, path in html.items():
+            assert path.exists(), f"no feedback for {student}: {feedback.stdout[-2000:]}{feedback.stderr[-2000:]}"
+        # hidden test code uses private names (_g, _what, _cases, ...) that appear nowhere else
+        solution_source = course.read("solutions", ASSIGNMENT, f"{NOTEBOOK}.ipynb")
+        hidden = "".join(c.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+                         for c in solution_source.cells if "### BEGIN HIDDEN TESTS" in c.source)
+        private_names = set(re.findall(r"\b_[a-z]\w{2,}\b", hidden))
+        assert len(private_names) >= 5
+        for student, path in html.items():
+            text = path.read_text()
+            assert "HIDDEN TESTS" not in text
+            leaked = sorted(name for name in private_names if re.search(rf"\b{name}\b", text))
+            assert not leaked, f"hidden test code leaks into {student}'s feedback: {leaked}"
+        assert "asymmetric kernel" in html["carol"].read_text()
+        assert "your code calls torch.nn.functional.max_pool2d" in html["kim"].read_text()
 
 
 # --------------------------------------------------- without nbgrader: rules and answer key
