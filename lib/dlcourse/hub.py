@@ -18,7 +18,9 @@ Accounts are real Unix users, logged in with PAM, each server started as its own
 local process spawner; accounts that do not exist yet are created with a private (0700) home and
 bash, and the instructor's home is made private too. The instructor's server opens on the course
 directory with formgrader (in JupyterLab's frame); a student's opens on their home with the
-Assignments tab and no formgrader. Terminals are bash with the course's Python first on PATH.
+Assignments tab and no formgrader; there each submission reads with its score and "(view feedback)"
+opens the feedback page (dlcourse.assignments and hub/labextensions/dlcourse-feedback). Validate
+reports part by part (dlcourse.validate). Terminals are bash with the course's Python first on PATH.
 
 What students may read of this checkout and of the course directory is an allow-list (`PUBLIC`:
 the library, the lectures, the release, the hub's settings, the virtual environment); everything
@@ -226,7 +228,8 @@ class CourseHub(Configurable):
         c.Spawner.default_url = "/lab"
         c.Spawner.start_timeout = 120
         c.Spawner.http_timeout = 120
-        c.Spawner.args = [f"--LabApp.app_settings_dir={REPO / 'jupyter' / 'lab' / 'settings'}"]
+        c.Spawner.args = [f"--LabApp.app_settings_dir={REPO / 'jupyter' / 'lab' / 'settings'}",
+                          f"--LabApp.extra_labextensions_path={HUB_FILES / 'labextensions'}"]
         c.Spawner.pre_spawn_hook = self.pre_spawn
 
         if self.api_token:
