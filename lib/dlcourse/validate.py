@@ -2,11 +2,12 @@
 
 nbgrader's Validator reports every failing test cell with its whole source and traceback: for a
 problem set just fetched, about 8 KB of test code for parts the student has not started. `summarize`
-rewrites its result part by part, from the problem set's headings ("## Part 2 — 2-D
-cross-correlation (2 points)"): a part whose answer cells still hold the release's stub, or whose
-tests stop at its NotImplementedError, reads "Part 2 not answered yet (2-D cross-correlation)"
-(written answers too, which nbgrader does not check), and a failing visible check gives its
-message alone (the check's last line, the exception and its text).
+rewrites its result as one line per part that needs work, from the problem set's headings
+("## Part 2 — 2-D cross-correlation (2 points)"): a part whose answer cells still hold the
+release's stub, or whose tests stop at its NotImplementedError, reads "Part 2 not answered yet
+(2-D cross-correlation)" (written answers too, which nbgrader does not check), and a failing
+visible check gives its message alone ("Part 3 (output size): AssertionError: ...", the
+exception's line and its text, no traceback).
 
 The JupyterLab server extension `dlcourse.validate` serves nbgrader's Validate handler with that
 summary; the hub enables it in place of `nbgrader.server_extensions.validate_assignment`
@@ -28,6 +29,8 @@ STUBS = ("raise NotImplementedError()", "YOUR ANSWER HERE")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:?")
 LONGEST_MESSAGE = 300
+NEXT_STEP = ("Finish these parts and press Validate again. Validate runs the visible checks only: "
+             "the hidden tests decide the points once you submit.")
 
 
 @dataclass
@@ -66,31 +69,29 @@ def short_error(raw_error: str) -> str:
     return message if len(message) <= LONGEST_MESSAGE else message[:LONGEST_MESSAGE - 3] + "..."
 
 
-def entry(text: str, message: str = "") -> dict:
-    """One item of the Validate dialog (nbgrader's 'failed' format: source, error, raw_error)."""
-    return {"source": text, "error": html.escape(message), "raw_error": message}
-
-
 def summarize(results: dict, nb) -> dict:
-    """nbgrader's Validator result for `nb` with its 'failed' list rewritten part by part (see
-    above); other results are returned as they are."""
+    """nbgrader's Validator result for `nb` with its 'failed' list rewritten as one item (the dialog
+    heads each item "The following cell failed:"): a line per part that needs work, then what to do;
+    other results are returned as they are."""
     if "type_changed" in results or "changed" in results or "passed" in results:
         return results
     failed = {item["source"]: item for item in results.get("failed", [])}
     unknown = dict(failed)
-    summary = []
+    lines = []
     for part in parts(nb):
         cells = [nb.cells[i] for i in part.cells]
         errors = [failed[c.source.strip()]["raw_error"] for c in cells if c.source.strip() in failed]
         for c in cells:
             unknown.pop(c.source.strip(), None)
         if any(is_unanswered(c) for c in cells) or any("NotImplementedError" in e for e in errors):
-            summary.append(entry(f"{part.label} not answered yet ({part.title})"))
-        elif errors:
-            summary += [entry(f"{part.label} ({part.title}): a check failed", short_error(e)) for e in errors]
-    summary += [entry("A test outside the problem set's parts failed", short_error(item["raw_error"]))
-                for item in unknown.values()]
-    return {**{k: v for k, v in results.items() if k != "failed"}, **({"failed": summary} if summary else {})}
+            lines.append(f"{part.label} not answered yet ({part.title})")
+        else:
+            lines += [f"{part.label} ({part.title}): {short_error(e)}" for e in errors]
+    lines += [f"a test outside the parts: {short_error(item['raw_error'])}" for item in unknown.values()]
+    rest = {k: v for k, v in results.items() if k != "failed"}
+    if not lines:
+        return rest
+    return {**rest, "failed": [{"source": "\n".join(lines), "error": html.escape(NEXT_STEP), "raw_error": NEXT_STEP}]}
 
 
 def _jupyter_server_extension_points():
@@ -100,8 +101,7 @@ def _jupyter_server_extension_points():
 def _load_jupyter_server_extension(server_app) -> None:
     """nbgrader's Validate service (its two URLs) with the summary above."""
     from jupyter_server.utils import url_path_join
-    from nbgrader.server_extensions.validate_assignment.handlers import (NbGraderVersionHandler,
-                                                                          ValidateAssignmentHandler)
+    from nbgrader.server_extensions.validate_assignment.handlers import ValidateAssignmentHandler, default_handlers
 
     class PartValidateHandler(ValidateAssignmentHandler):
         def validate_notebook(self, path):
@@ -112,7 +112,9 @@ def _load_jupyter_server_extension(server_app) -> None:
             return result
 
     web_app = server_app.web_app
+    web_app.settings["root_dir"] = server_app.root_dir   # as nbgrader's own loader sets it
     base = web_app.settings["base_url"]
-    web_app.add_handlers(".*$", [(url_path_join(base, "assignments/validate"), PartValidateHandler),
-                                 (url_path_join(base, "nbgrader_version"), NbGraderVersionHandler)])
+    web_app.add_handlers(".*$", [(url_path_join(base, pattern), PartValidateHandler
+                                  if handler is ValidateAssignmentHandler else handler)
+                                 for pattern, handler in default_handlers])
     server_app.log.info("dlcourse.validate: the Validate button reports part by part")
