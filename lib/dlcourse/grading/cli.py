@@ -105,4 +105,8 @@ def main(argv=None) -> int:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("graded", "late", "failed")}
     print(f"{len(rows)} students: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out / 'grades.csv'}"
           + ("" if settings.sandbox else " (unsandboxed)"))
+    if settings.feedback:
+        print(f"feedback written to {root / 'feedback'}: students see it (and the new scores) only once it is "
+              f"released, again after every grading: nbgrader release_feedback {args.assignment} "
+              "(formgrader: Release feedback)")
     return 1 if counts["failed"] else 0
