@@ -29,8 +29,8 @@ STUBS = ("raise NotImplementedError()", "YOUR ANSWER HERE")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:?")
 LONGEST_MESSAGE = 300
-NEXT_STEP = ("Finish these parts and press Validate again. Validate runs the visible checks only: "
-             "the hidden tests decide the points once you submit.")
+NEXT_STEP = ("Finish these parts and press Validate again.\n"   # the dialog does not wrap lines
+             "Validate runs the visible checks; the hidden tests decide the points once you submit.")
 
 
 @dataclass
