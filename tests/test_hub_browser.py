@@ -12,8 +12,10 @@ Playwright), as an instructor and two students would walk it, following the READ
 4. alice and bob log in, fetch the assignment in the Assignments tab, alice fills in the answers,
    both press Validate in the notebook, and submit from the Assignments tab;
 5. the instructor collects in formgrader, runs the README's `make grade` in their terminal,
-   opens the manual grading page of alice's submission, and releases the feedback in formgrader;
-6. the students fetch their feedback in the Assignments tab;
+   opens alice's submission from formgrader's Manage Students page, grades her written answer
+   (1.5 of 2) with the rubric shown under it, generates and releases the feedback in formgrader;
+6. the students fetch their feedback in the Assignments tab, read their score there, and open the
+   feedback with "(view feedback)": JupyterLab's HTML viewer, untrusted, with the math rendered;
 7. as bob, in his terminal, a search of everything he can read on the host: no solution line,
    no hidden test, no readable git history of the course.
 
@@ -43,6 +45,9 @@ from test_jupyterhub import (COURSE_ID, filled_in, install_proxy, needs_accounts
 from dlcourse import hub as course_hub
 
 ASSIGNMENT, NOTEBOOK = "ps_convolution", "convolution"
+WRITTEN, WRITTEN_SCORE = "written_flip", 1.5   # alice's written answer, graded by hand in formgrader
+PARTS = ["1-D cross-correlation", "2-D cross-correlation", "output size",
+         "a convolutional layer: channels, filters, stride and padding", "max pooling", "written question"]
 TAG = f"{os.getpid() % 100000:05d}"
 INSTRUCTOR, ALICE, BOB = (f"dlcb{TAG}-{n}" for n in ("teach", "alice", "bob"))
 STUDENTS = (ALICE, BOB)
@@ -115,6 +120,18 @@ class User:
 
     def close(self) -> None:
         self.context.close()
+
+
+def wait_for_manual_score(teach: User, submission_id: str, grade_id: str, timeout: float):
+    """The manual score formgrader saved for `grade_id` of the submission (None if none in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        grades = teach.api("GET", "formgrader/api/grades", params={"submission_id": submission_id})
+        score = next((g["manual_score"] for g in grades if g["name"] == grade_id), None)
+        if score is not None:
+            return score
+        time.sleep(1.0)
+    return None
 
 
 def wait_for_file(path: Path, timeout: float, what: str) -> str:
@@ -315,22 +332,39 @@ def walk():
         own.goto(f"{teach.server}/formgrader/manage_submissions/{ASSIGNMENT}")
         own.locator("td", has_text=ALICE).first.wait_for()
         record["submissions_page"] = own.locator("body").inner_text()
-        # manual grading: formgrader's gradebook, the notebook's submissions, the first one
-        own.goto(f"{teach.server}/formgrader/gradebook/{ASSIGNMENT}/{NOTEBOOK}")
-        own.locator("a", has_text="Submission #1").first.click()
+        # manual grading: Manage Students -> alice -> ps_convolution -> the notebook; the written
+        # answer gets 1.5 of 2, its rubric shown under it
+        own.goto(f"{teach.server}/formgrader/manage_students/{ALICE}/{ASSIGNMENT}")
+        own.locator("td.name a", has_text=NOTEBOOK).first.click()
         own.locator("input.score").first.wait_for()
-        record["manual_grading"] = {"url": own.url, "scores": own.locator("input.score").count(),
-                                    "text": own.locator("body").inner_text()}
+        rubric = own.locator(".dlcourse-rubric")
+        record["manual_grading"] = {
+            "url": own.url, "scores": own.locator("input.score").count(), "rubrics": rubric.count(),
+            "rubric": rubric.first.inner_text() if rubric.count() else "",
+            "rubric_visible": rubric.count() > 0 and rubric.first.is_visible(),
+            # the rubric sits right after the written answer's panel (its score box), before the next cell
+            "rubric_follows_answer": own.evaluate(f"""() => {{
+                const answer = document.getElementById("{WRITTEN}").closest(".cell");
+                const next = answer.nextElementSibling;
+                return !!(next && next.querySelector(".dlcourse-rubric")); }}""")}
+        # formgrader's script has bound the score box once it gave the extra-credit box its placeholder
+        own.locator(f"input#{WRITTEN}_extra_credit[placeholder]").wait_for(state="attached")
+        own.fill(f"input.score#{WRITTEN}", str(WRITTEN_SCORE))
+        own.keyboard.press("Tab")
+        submission_id = re.search(r"/submissions/([^/?]+)", own.url).group(1)
+        record["manual_score"] = wait_for_manual_score(teach, submission_id, WRITTEN, 30)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        rubric.first.scroll_into_view_if_needed()
         own.screenshot(path=str(SCREENSHOTS / "teach-manual-grading.png"))
         own.close()
         teach.page.goto(f"{teach.server}/lab")
         teach.wait_for_lab()
         frame = formgrader_frame(teach)
+        record["generate_feedback"] = formgrader_action(teach, frame, "generate-feedback", "generate-feedback")
         record["release_feedback"] = formgrader_action(teach, frame, "release-feedback", "release-feedback")
 
         # 6. the students fetch their feedback
-        record["feedback"] = {}
+        record["feedback"], record["view_feedback"] = {}, {}
         for student in (alice, bob):
             page = student.page
             page.goto(f"{student.server}/lab")
@@ -338,6 +372,21 @@ def walk():
             student.menu("Nbgrader", "Assignment List")
             page.locator("#submitted_assignments_list button", has_text="Fetch Feedback").first.click()
             page.locator("#submitted_assignments_list", has_text="view feedback").wait_for()
+            row = page.locator("#submitted_assignments_list .nested_list_item").first.inner_text()
+            student.shot("feedback-row")
+            page.locator("#submitted_assignments_list a", has_text="view feedback").first.click()
+            viewer = page.locator(".jp-HTMLViewer").last
+            viewer.wait_for()
+            shown = page.frame_locator(".jp-HTMLViewer iframe").last
+            shown.locator("h4").first.wait_for()
+            record["view_feedback"][student.name] = {
+                "row": row,
+                "tab": page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current").first.inner_text(),
+                "sandbox": viewer.locator("iframe").first.get_attribute("sandbox"),
+                "header": shown.locator("h4").first.inner_text(),
+                "math": shown.locator("math").count(),
+                "text": shown.locator("body").inner_text(),
+                "scripts": shown.locator("script[src]").count()}
             student.shot("feedback")
             listing = student.api("GET", f"api/contents/{ASSIGNMENT}/feedback")["content"]
             pages = {}
@@ -433,7 +482,10 @@ def test_students_land_on_the_assignments_tab(walk):
 
 def test_students_fetch_validate_and_submit_in_the_browser(walk):
     assert "Success! Your notebook passes all the tests." in walk["validate"][ALICE], walk["validate"][ALICE][:2000]
-    assert "failed" in walk["validate"][BOB].lower(), walk["validate"][BOB][:2000]
+    bob = walk["validate"][BOB]
+    for n, title in enumerate(PARTS, 1):   # the untouched release: one line per part, no test source
+        assert f"Part {n} not answered yet ({title})" in bob, bob[:2000]
+    assert len(bob) < 1500 and "Traceback" not in bob and "check_close" not in bob, bob[:2000]
     for s in STUDENTS:
         assert (walk["course"] / "submitted" / s / ASSIGNMENT / f"{NOTEBOOK}.ipynb").is_file()
 
@@ -445,13 +497,16 @@ def test_make_grade_in_the_instructors_terminal(walk):
     assert ALICE in walk["submissions_page"] and BOB in walk["submissions_page"]
 
 
-def test_manual_grading_page_opens_with_the_written_answers_to_grade(walk):
+def test_manual_grading_page_shows_the_rubric_under_the_written_answer(walk):
     grading = walk["manual_grading"]
     assert "/formgrader/submissions/" in grading["url"] and grading["scores"] >= 1, grading["url"]
+    assert grading["rubrics"] == 1 and grading["rubric_visible"] and grading["rubric_follows_answer"], grading
+    assert "Marking rubric (2 points; half points allowed)" in grading["rubric"], grading["rubric"][:1000]
+    assert walk["manual_score"] == WRITTEN_SCORE, walk["manual_score"]
 
 
 def test_feedback_released_from_formgrader_reaches_each_student(walk):
-    assert "Successfully" in walk["release_feedback"]
+    assert "Successfully" in walk["generate_feedback"] and "Successfully" in walk["release_feedback"]
     for s in STUDENTS:
         pages = walk["feedback"][s]
         assert len(pages) == 1, f"{s}: {sorted(pages)}"
@@ -494,3 +549,19 @@ def test_nothing_a_student_can_read_holds_a_solution_or_a_hidden_test(walk):
     foreign = [g for g in walk["gits"] if not is_ours(g)]
     if foreign:
         print(f"\ngit repositories a student can read, not the course's: {foreign[:20]}")
+
+
+def test_the_assignments_tab_shows_the_score_and_opens_the_feedback(walk):
+    """alice: 11 points from the tests and 1.5 of 2 by hand; bob: nothing answered (nbgrader
+    scores a written answer left as released 0, with no one to grade it). "(view feedback)" opens the page in JupyterLab's HTML viewer,
+    untrusted (no scripts), where the math is MathML that needs neither scripts nor network."""
+    views = walk["view_feedback"]
+    assert "score 12.5 / 13" in views[ALICE]["row"], views[ALICE]["row"]
+    assert "score 0 / 13" in views[BOB]["row"], views[BOB]["row"]   # an answer left as released scores 0
+    for s in STUDENTS:
+        view = views[s]
+        assert f"{NOTEBOOK}.html" in view["tab"], view["tab"]
+        assert "allow-scripts" not in (view["sandbox"] or ""), view["sandbox"]   # the untrusted viewer
+        assert view["math"] > 0 and "$$" not in view["text"] and "\\sum" not in view["text"], view["text"][:1000]
+        assert view["scripts"] == 0, "the feedback needs no script from anywhere"
+    assert "Score: 12.5 / 13" in views[ALICE]["header"], views[ALICE]["header"]
