@@ -86,6 +86,27 @@ def test_apply_fills_the_jupyterhub_config(course, monkeypatch):
     assert (tmp / "state").stat().st_mode & 0o777 == 0o700
 
 
+def test_every_server_loads_the_hubs_jupyterlab_extension(course):
+    """hub/labextensions/dlcourse-feedback is a prebuilt extension JupyterLab finds on the path
+    the servers are given (it opens the feedback page that "(view feedback)" points at)."""
+    from jupyterlab_server.config import get_federated_extensions
+    tmp, proxy = course
+    c = Config()
+    CourseHub(instructor=ME, students=["alice"], proxy=str(proxy), checkout=str(tmp / "checkout")).apply(c)
+    paths = [a.split("=", 1)[1] for a in c.Spawner.args if a.startswith("--LabApp.extra_labextensions_path=")]
+    assert paths == [str(hub.HUB_FILES / "labextensions")]
+    found = get_federated_extensions(paths)["dlcourse-feedback"]
+    assert found["jupyterlab"]["_build"] == {"load": "static/remoteEntry.js", "extension": "./extension"}
+    entry = (Path(found["ext_path"]) / "static" / "remoteEntry.js").read_text()
+    assert '"dlcourse-feedback"' in entry and "filebrowser:go-to-path" in entry and "docmanager:open" in entry
+
+
+def test_students_list_their_submissions_with_the_score():
+    from traitlets.config.loader import PyFileConfigLoader
+    cfg = PyFileConfigLoader("nbgrader_config.py", path=str(hub.HUB_FILES / "config" / "student")).load_config()
+    assert cfg.ExchangeFactory.list == "dlcourse.assignments.FeedbackList"
+
+
 def test_no_service_without_a_token(course):
     tmp, proxy = course
     c = Config()
