@@ -494,6 +494,7 @@ def test_make_grade_in_the_instructors_terminal(walk):
     rc, out = walk["grade"]
     assert rc == 0, out[-4000:]
     assert "2 students: 2 graded, 0 late, 0 failed" in out, out[-4000:]
+    assert f"only once it is released, again after every grading: nbgrader release_feedback {ASSIGNMENT}" in out
     assert ALICE in walk["submissions_page"] and BOB in walk["submissions_page"]
 
 
@@ -565,3 +566,6 @@ def test_the_assignments_tab_shows_the_score_and_opens_the_feedback(walk):
         assert view["math"] > 0 and "$$" not in view["text"] and "\\sum" not in view["text"], view["text"][:1000]
         assert view["scripts"] == 0, "the feedback needs no script from anywhere"
     assert "Score: 12.5 / 13" in views[ALICE]["header"], views[ALICE]["header"]
+    # the grading page's rubric stays there (alice typed in the model answer, rubric and all: bob's tells)
+    assert all("Answer key and marking rubric" not in views[s]["text"] for s in STUDENTS)
+    assert "Marking rubric" not in views[BOB]["text"]
