@@ -9,8 +9,8 @@ import re
 
 import nbformat
 import pytest
-from nbgrader.server_extensions.formgrader import handlers
 from nbconvert.exporters import HTMLExporter
+from nbgrader.server_extensions.formgrader import handlers
 from nbgrader_harness import REPO
 from traitlets.config import Config, PyFileConfigLoader
 
