@@ -5,10 +5,10 @@
 plan    (`_plan`) collect the zip/folder; keep every file unmodified in submitted/<student>/<assignment>/;
         validate each notebook before it runs (JSON, format, schema, grade ids, name, kernelspec)
         and scan the student's code for grading hooks; a Job for each student to grade
-run     (`_Runner`) autograde each Job in a forked worker (own session, own uid, own sandboxed
+run     (`Runner`) autograde each Job in a forked worker (own session, own uid, own sandboxed
         kernel with rlimits, a scratch tmpfs and a memory cgroup); the main process stops a worker
         that overruns its wall-clock budget and a kernel whose processes hit the memory cap; every
-        slot is given back through `_Runner._release`
+        slot is given back through `Runner._release`
 finish  (`_Finisher`) scores or a Failure's reason into the student's row; feedback (hidden
         tests stay hidden) was written by the worker; grades.csv and the report at the end
 
@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -230,6 +231,9 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
     cfg = _config(root, None)
     cfg.CourseDirectory.db_url = db_url
     cfg.Execute.timeout = settings.cell_timeout
+    # once the last cell and the final check have run, nothing in the kernel is wanted: it is
+    # killed with its sandbox at once, not asked to exit and polled every 0.1 s (0.1-0.2 s a student)
+    cfg.SandboxedExecute.shutdown_kernel = "immediate"
     cfg.CellTimeLimits.solution_seconds = settings.solution_seconds   # each cell's own limit (timelimits.py)
     cfg.CellTimeLimits.solution_seconds_file = settings.solution_seconds_file
     if settings.timeout_factor is not None:
@@ -641,15 +645,18 @@ def _plan(root: Path, assignment: str, taken: "subs.Intake", notebooks: list, so
     return jobs
 
 
-class _Runner:
+class Runner:
     """Runs jobs in `settings.workers` slots: start, watch (budget, memory cap), release, finish."""
 
     def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork",
-                 template=None):
+                 template=None, tail_work=None):
         """done(job, outcome): called once per job with its final Outcome (`_Finisher` or a Dask task's);
         start_method: multiprocessing's ("fork", "spawn"), or "subprocess" (worker_process.py: a new
         Python, where this process is daemonic and multiprocessing may not start children);
-        template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None."""
+        template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None;
+        tail_work: a callable run in a thread of this process once every job has started, while
+        the last ones run (the report's imports and the library's fingerprints): no worker is
+        forked while it runs (a job tried again waits for it), so no fork inherits a half-done import."""
         import multiprocessing
 
         from dlcourse.grading.worker_process import WorkerContext
@@ -665,6 +672,7 @@ class _Runner:
         self.running: dict[int, Job] = {}
         self.warned = False
         self.template = template
+        self.tail_work, self.tail = tail_work, None
 
     def _wait_for_template(self) -> None:
         if self.template is not None:
@@ -701,6 +709,9 @@ class _Runner:
                         finished.append((job, outcome))
                 while todo and self.free and not stop:   # the freed slots work again before the bookkeeping
                     self._start(todo.pop(0), self.free.pop(0))
+                if not todo and self.tail_work is not None and self.tail is None:
+                    self.tail = threading.Thread(target=self.tail_work, name="tail-work", daemon=True)
+                    self.tail.start()
                 for job, outcome in finished:
                     self.done(job, outcome)
         finally:
@@ -715,6 +726,8 @@ class _Runner:
                 os.close(fd)
 
     def _start(self, job: Job, slot: int) -> None:
+        if self.tail is not None:
+            self.tail.join()   # never fork while another thread may hold an import's lock
         job.slot, job.work = slot, self.work_root / f"s{slot}" / job.student
         job.work.mkdir(parents=True)
         job.cap = MemoryCap.create(f"dlcourse-grader-{os.getpid()}-{slot}", self.settings.limits.total_memory_mb)
@@ -799,11 +812,13 @@ class _Finisher:
     gradebook: object   # the batch's own nbgrader Gradebook (`_scores` closes it after each read)
     save: object
     bar: object
+    scored: set = field(default_factory=set)   # the students whose scores were read in this run
 
     def __call__(self, job: Job, outcome: "Outcome", worker: str = "local") -> None:
         row = job.row
         if outcome.success:
             row.update(_scores(self.gradebook, self.assignment, job.student))
+            self.scored.add(job.student)
             row["status"] = "late" if row.pop("late") else "graded"
             row["flags"] = sorted(set(row["flags"]) | set(outcome.integrity))
             row["notes"] += _cell_notes(self.root, self.assignment, job.student)
@@ -831,7 +846,7 @@ def time_solution(root: Path, assignment: str, settings: Settings, url: str, log
         return {}
     result = {}
     one = replace(settings, workers=1, feedback=False, solution_seconds={})
-    _Runner(root, assignment, one, url, logs, lambda job, outcome: result.update(outcome=outcome), start_method,
+    Runner(root, assignment, one, url, logs, lambda job, outcome: result.update(outcome=outcome), start_method,
             template=template).run([Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True)], stop)
     outcome = result.get("outcome")
     if outcome is None or not outcome.success:
@@ -911,7 +926,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
     from nbgrader.api import Gradebook
     from tqdm.auto import tqdm
 
-    from dlcourse.grading.report import write_outputs
+    from dlcourse.grading.report import prepare_report, write_outputs
 
     settings = settings or Settings()
     root = Path(root).resolve()
@@ -967,7 +982,8 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                     settings = replace(settings, solution_seconds_file=str(handoff))
                     todo.insert(0, Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True))
                     done = _handing_off(finish, handoff, out / "logs")
-                _Runner(root, assignment, settings, url, out / "logs", done, template=template).run(todo, stop)
+                Runner(root, assignment, settings, url, out / "logs", done, template=template,
+                        tail_work=prepare_report).run(todo, stop)
         finally:
             if froze:
                 gc.unfreeze()
@@ -980,7 +996,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
 
     rows = [dict(state[s], student=s) for s in sorted(state) if s in taken.students or s in taken.rejected]
     for row in rows:  # scores as the gradebook has them now: manual grades given since the last run count
-        if row.get("status") in ("graded", "late"):
+        if row.get("status") in ("graded", "late") and row["student"] not in finish.scored:
             fresh = _scores(gradebook, assignment, row["student"])
             fresh.pop("late")
             row.update(fresh)

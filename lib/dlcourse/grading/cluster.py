@@ -4,7 +4,7 @@
 
 The client (this machine) plans the batch as always (store, validate, scan: `batch._plan`), then
 submits one task per student to the scheduler. The task (`grade_on_worker`) runs on a Dask worker
-the same `_Runner` the local batch uses with one slot: a forked-off grader in its own session, its
+the same `Runner` the local batch uses with one slot: a forked-off grader in its own session, its
 own kernel uid claimed on that host, bubblewrap, rlimits, a scratch tmpfs, a memory cgroup and the
 wall-clock budget. It returns the Outcome and the worker's address; the client turns it into the
 student's row (scores read back from the shared gradebook) and saves it to state.json at once.
@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dlcourse.grading.batch import Failure, Job, Outcome, Row, Settings, _Runner, time_solution
+from dlcourse.grading.batch import Failure, Job, Outcome, Row, Settings, Runner, time_solution
 
 
 def grade_on_worker(root: Path, assignment: str, student: str, settings: Settings, url: str, logs: Path) -> dict:
@@ -40,7 +40,7 @@ def grade_on_worker(root: Path, assignment: str, student: str, settings: Setting
 
     # no kernel template: it would be started for this one submission and pay the imports it saves
     one = replace(settings, workers=1, fork_kernels=False)
-    _Runner(root, assignment, one, url, logs, done, start_method=_start_method()).run([job], [])
+    Runner(root, assignment, one, url, logs, done, start_method=_start_method()).run([job], [])
     return {"outcome": result["outcome"], "worker": get_worker().address}
 
 

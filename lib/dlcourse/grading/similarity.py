@@ -25,9 +25,21 @@ when `threshold` or more of its tokens come from one of them (renamed or not).
 
     pairs, crowds = compare_class({"corr2d": {"ann": src_a, "bob": src_b, ...}}, release={"corr2d": stub})
     twins = library_twins({"corr2d": {...}}, reference_functions(Path("lib/dlcourse")))
+
+The library's fingerprints are the same for every batch and take the longest (copydetect's import
+and some 300 functions lexed: about 2 s); `library_fingerprints` makes them once per process and
+keeps their lexing (most of the cost) in the grader's cache folder (`cache_dir()`, keyed by the
+library's sources) for the next batch, so a grader can have them ready in the background while its last submissions run
+(batch.py); the fingerprints of a class's answers are made once for both passes (`fingerprint_cells`).
 """
 import ast
+import hashlib
 import io
+import os
+import json
+import re
+import tempfile
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +95,13 @@ def _fingerprints(answers: dict[str, str], boilerplate_code: str) -> dict:
     if boilerplate_code.strip():
         import numpy as np
         boilerplate = np.array(sorted(_fingerprint(boilerplate_code).hashes))
-    prints = {}
+    prints, made = {}, {}   # made: code -> its fingerprint (students who hand in the same text share one)
     for student, code in answers.items():
         if code and code.strip():
-            fp = _fingerprint(code, boilerplate)
-            if fp.token_coverage >= SHORTEST:
-                prints[student] = fp
+            if code not in made:
+                made[code] = _fingerprint(code, boilerplate)
+            if made[code].token_coverage >= SHORTEST:
+                prints[student] = made[code]
     return prints
 
 
@@ -121,16 +134,26 @@ def _crowds(cell: str, prints: dict, answers: dict, common: int) -> list[Crowd]:
     return [Crowd(cell, sorted(s), answers[sorted(s)[0]]) for s in groups.values() if len(s) > common]
 
 
+def fingerprint_cells(cells: dict[str, dict[str, str]], release: dict[str, str] | None = None) -> dict:
+    """{answer cell: {student: CodeFingerprint}} of the answers long enough to compare (each once,
+    the release's code for the cell left out): what `compare_class` and `library_twins` take as
+    `prints`."""
+    release = release or {}
+    return {cell: _fingerprints(answers, release.get(cell, "")) for cell, answers in cells.items()}
+
+
 def compare_class(cells: dict[str, dict[str, str]], release: dict[str, str] | None = None,
-                  threshold: float = THRESHOLD, common: int = COMMON) -> tuple[list[Match], list[Crowd]]:
+                  threshold: float = THRESHOLD, common: int = COMMON,
+                  prints: dict | None = None) -> tuple[list[Match], list[Crowd]]:
     """(pairs of students whose answers to one cell look copied, most similar first; crowds of
     more than `common` students with the same program), each answer fingerprinted once.
 
-    cells: {answer cell: {student: its source}}; release: {answer cell: the release's source}."""
-    release = release or {}
+    cells: {answer cell: {student: its source}}; release: {answer cell: the release's source};
+    prints: `fingerprint_cells(cells, release)` where the caller has it already."""
+    prints_of = prints if prints is not None else fingerprint_cells(cells, release)
     matches, crowds = [], []
     for cell, answers in cells.items():
-        prints = _fingerprints(answers, release.get(cell, ""))
+        prints = prints_of[cell]
         matches += _pairs(cell, prints, threshold, common)
         crowds += _crowds(cell, prints, answers, common)
     return (sorted(matches, key=lambda m: (-m.score, m.cell, m.first, m.second)),
@@ -141,6 +164,22 @@ def similar_answers(cells: dict[str, dict[str, str]], release: dict[str, str] | 
                     threshold: float = THRESHOLD, common: int = COMMON) -> list[Match]:
     """The pairs of `compare_class`."""
     return compare_class(cells, release, threshold, common)[0]
+
+
+def source_lines(source: str) -> list[str]:
+    """`source`'s lines with their ends, split only at \\r\\n, \\r and \\n: the lines the ast
+    module's line numbers count."""
+    return re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", source)
+
+
+def node_source(lines: list[str], node: ast.AST) -> str:
+    """The source of `node` (as `ast.get_source_segment`, whose column offsets count UTF-8 bytes),
+    from the file's `source_lines`, which are split once for all its nodes."""
+    first, last = node.lineno - 1, node.end_lineno - 1
+    if first == last:
+        return lines[first].encode()[node.col_offset:node.end_col_offset].decode()
+    return "".join([lines[first].encode()[node.col_offset:].decode(), *lines[first + 1:last],
+                    lines[last].encode()[:node.end_col_offset].decode()])
 
 
 def reference_functions(library: Path, skip=("grading", "widgets")) -> dict[str, str]:
@@ -156,26 +195,106 @@ def reference_functions(library: Path, skip=("grading", "widgets")) -> dict[str,
             tree = ast.parse(source)
         except SyntaxError:
             continue
+        lines = source_lines(source)
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                refs[f"{library.name}/{path.relative_to(library).as_posix()}: {node.name}"] = \
-                    ast.get_source_segment(source, node) or ""
+                refs[f"{library.name}/{path.relative_to(library).as_posix()}: {node.name}"] = node_source(lines, node)
     return refs
 
 
-def library_twins(cells: dict[str, dict[str, str]], references: dict[str, str],
-                  release: dict[str, str] | None = None, threshold: float = THRESHOLD) -> list[Match]:
+_LIBRARY_PRINTS: dict = {}   # the library's folder -> {name: CodeFingerprint} (`library_fingerprints`)
+_LIBRARY_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where the grader keeps what it can make again (the library's fingerprints): $DLCOURSE_CACHE_DIR,
+    else $XDG_CACHE_HOME/dlcourse, else ~/.cache/dlcourse. Only its owner can read or write it."""
+    if os.environ.get("DLCOURSE_CACHE_DIR"):
+        return Path(os.environ["DLCOURSE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlcourse"
+
+
+def _library_key(references: dict) -> str:
+    from copydetect import __version__
+    h = hashlib.sha256(f"{__version__} {NOISE} {GUARANTEE}".encode())
+    for name, src in sorted(references.items()):
+        h.update(f"\0{name}\0{src}".encode())
+    return h.hexdigest()[:32]
+
+
+def _from_filtered(raw: str, filtered: str, offsets):
+    """The CodeFingerprint that `_fingerprint(raw)` makes, from its filtered code and offsets (the
+    lexing, which is most of the cost, done before): its hashes are made here, in this process
+    (copydetect hashes with Python's hash(), which differs from process to process)."""
+    import numpy as np
+    from copydetect import CodeFingerprint
+    fp = CodeFingerprint("answer.py", NOISE, GUARANTEE - NOISE + 1, fp=io.StringIO(filtered), filter=False)
+    fp.raw_code, fp.offsets = raw, np.array(offsets[0], dtype=offsets[1])
+    return fp
+
+
+def _cached_prints(references: dict, cache: Path | None, library: Path) -> dict:
+    """The fingerprints of `references`, their lexing read from `cache` where it was done before with
+    the same sources and settings (JSON: the filtered code and offsets of each function), else done
+    and kept there. Whatever goes wrong with the cache, they are made."""
+    def make():
+        return {name: _fingerprint(src) for name, src in references.items() if src.strip()}
+    if cache is None:
+        return make()
+    place = hashlib.sha256(str(Path(library).resolve()).encode()).hexdigest()[:12]   # one file per library folder
+    path = Path(cache) / f"library-fingerprints-{place}-{_library_key(references)}.json"
+    try:
+        if path.is_file():
+            kept = json.loads(path.read_text())
+            return {name: _from_filtered(references[name], *kept[name]) for name in references if references[name].strip()}
+    except Exception:  # noqa: BLE001 -- a damaged cache file: make them again
+        pass
+    prints = make()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({name: [fp.filtered_code, [fp.offsets.tolist(), str(fp.offsets.dtype)]]
+                       for name, fp in prints.items()}, f)
+        os.replace(tmp, path)
+        for old in path.parent.glob(f"library-fingerprints-{place}-*"):   # this folder's older sources
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return prints
+
+
+def library_fingerprints(library: Path, cache: Path | None = None) -> dict:
+    """{"dlcourse/<module>.py: <name>": CodeFingerprint} of `reference_functions(library)`, made
+    once per process (thread-safe: a background thread may be making them when they are asked for)
+    and kept in `cache` (default: `cache_dir()`) for the next batch while the library is unchanged."""
+    key = str(Path(library).resolve())
+    with _LIBRARY_LOCK:
+        if key not in _LIBRARY_PRINTS:
+            _LIBRARY_PRINTS[key] = _cached_prints(reference_functions(library), cache or cache_dir(), library)
+        return _LIBRARY_PRINTS[key]
+
+
+def library_twins(cells: dict[str, dict[str, str]], references: dict[str, str] | None,
+                  release: dict[str, str] | None = None, threshold: float = THRESHOLD,
+                  prints: dict | None = None, reference_prints: dict | None = None) -> list[Match]:
     """Answers of which `threshold` or more of the tokens come from one library function, most
-    similar first (the student's share decides; the library function may be longer)."""
-    release = release or {}
-    ref_prints = {name: _fingerprint(src) for name, src in references.items() if src.strip()}
+    similar first (the student's share decides; the library function may be longer).
+
+    references: {name: source} of the library's functions (or their `reference_prints`, e.g.
+    `library_fingerprints(library)`); prints: `fingerprint_cells(cells, release)` where the
+    caller has it already."""
+    ref_prints = reference_prints if reference_prints is not None else \
+        {name: _fingerprint(src) for name, src in references.items() if src.strip()}
+    prints_of = prints if prints is not None else fingerprint_cells(cells, release)
     holders = defaultdict(list)
     for name, fp in ref_prints.items():
         for h in fp.hashes:
             holders[h].append(name)
     matches = []
-    for cell, answers in cells.items():
-        for student, fp in _fingerprints(answers, release.get(cell, "")).items():
+    for cell in cells:
+        for student, fp in prints_of[cell].items():
             names = {name for h in fp.hashes for name in holders.get(h, ())}
             best = None
             for name in sorted(names):

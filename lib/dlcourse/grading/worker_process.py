@@ -3,7 +3,7 @@
 A stock `dask worker` (with its nanny, as dask-jobqueue and dask-kubernetes start it) runs its
 tasks in a daemonic process, and a daemonic process may not have children made by
 multiprocessing ("daemonic processes are not allowed to have children"). `subprocess` has no
-such rule. `WorkerContext().Process(target=..., args=...)` looks to `batch._Runner` like
+such rule. `WorkerContext().Process(target=..., args=...)` looks to `batch.Runner` like
 multiprocessing's: `start`, `is_alive`, `join`, `pid`, `exitcode` and a `sentinel` for
 multiprocessing.connection.wait (a pidfd); the child runs
 
@@ -65,7 +65,7 @@ class WorkerProcess:
 
 
 class WorkerContext:
-    """What _Runner asks of a multiprocessing context: Process(target=, args=)."""
+    """What Runner asks of a multiprocessing context: Process(target=, args=)."""
 
     def Process(self, target, args=()):   # noqa: N802 -- multiprocessing's name
         return WorkerProcess(target, args)
