@@ -3,9 +3,11 @@
 A correct answer that spends 5 s more than the solution in one cell keeps full marks; an endless
 loop is stopped at the derived limit (the floor here), not at the course's configured limit; the
 feedback and grades.csv say which cell hit which limit and why. The limits are small so that the
-batch runs in seconds.
+batch runs in seconds. A batch run again with the same solutions on the same host takes the
+solution's times kept by the first instead of timing it again.
 """
 import csv
+import json
 
 import nbformat
 import pytest
@@ -17,7 +19,7 @@ from system_packages import ensure_debian_packages
 
 from dlcourse.grading.batch import Settings, grade_batch
 from dlcourse.grading.sandbox import Limits
-from dlcourse.grading.timelimits import CellTimeLimits
+from dlcourse.grading.timelimits import CellTimeLimits, keep_times, kept_times, solution_key
 
 COURSE_LIMIT, FACTOR, FLOOR = 60, 10, 7
 SLOW = "import time\ntime.sleep(5)   # 5 s more than the model solution, which takes milliseconds\n" \
@@ -73,3 +75,33 @@ def test_a_slower_correct_answer_keeps_its_marks_and_a_loop_stops_at_the_derived
     feedback = course.path("feedback", "loops", ASSIGNMENT, f"{NOTEBOOK}.html").read_text()
     assert f"stopped after {FLOOR} s: {WHY}" in feedback.replace("&#39;", "'")
     assert not any("limit" in n for n in rows["slow"]["notes"] + rows["honest"]["notes"])
+    # graded again (the looping student sends a new version): the solution's times measured above
+    # are taken from grades/<assignment>/solution_times.json, the solution is not run again
+    solution_log = course.path("grades", ASSIGNMENT, "logs", "_model_solution.log")
+    stamp = solution_log.stat().st_mtime_ns
+    kept = course.path("grades", ASSIGNMENT, "solution_times.json")
+    assert kept.is_file() and set(json.loads(kept.read_text())["times"]) == {NOTEBOOK}
+    nb = solved(course, ASSIGNMENT, NOTEBOOK, {"mean": LOOPS + "\n# second try"})
+    nbformat.write(nb, folder / "loops" / f"{NOTEBOOK}.ipynb")
+    again = {r["student"]: r for r in grade_batch(course.root, ASSIGNMENT, folder, settings, progress=False)}
+    assert solution_log.stat().st_mtime_ns == stamp, "the model solution was run again"
+    assert any(n.startswith(f"test_mean: stopped after {FLOOR} s: {WHY}") for n in again["loops"]["notes"]), again["loops"]
+
+
+def test_the_solutions_times_are_kept_under_a_key_of_the_notebooks_and_the_kernel(tmp_path):
+    one, two = tmp_path / "a.ipynb", tmp_path / "b.ipynb"
+    one.write_text("{}")
+    two.write_text('{"cells": []}')
+    key = solution_key([one], threads=1, sandbox=True)
+    assert key == solution_key([one], sandbox=True, threads=1)
+    assert len({key, solution_key([two], threads=1, sandbox=True), solution_key([one, two], threads=1, sandbox=True),
+                solution_key([one], threads=2, sandbox=True)}) == 4
+    path = tmp_path / "solution_times.json"
+    assert kept_times(path, key) == {}   # nothing kept yet
+    keep_times(path, key, {})   # an empty measure is not kept
+    assert not path.exists()
+    keep_times(path, key, {"nb": {"test_add": 0.01}})
+    assert kept_times(path, key) == {"nb": {"test_add": 0.01}}
+    assert kept_times(path, solution_key([two], threads=1, sandbox=True)) == {}   # other solutions
+    path.write_text('{"key": "' + key + '", "times": [1, 2')   # damaged
+    assert kept_times(path, key) == {}

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from dlcourse.grading import submissions as subs
+from dlcourse.grading import timelimits
 from dlcourse.grading.integrity import static_scan
 from dlcourse.grading.cgroups import MemoryCap
 from dlcourse.grading.feedback import FeedbackExporter, remember_highlights
@@ -847,7 +848,7 @@ def time_solution(root: Path, assignment: str, settings: Settings, url: str, log
     result = {}
     one = replace(settings, workers=1, feedback=False, solution_seconds={})
     Runner(root, assignment, one, url, logs, lambda job, outcome: result.update(outcome=outcome), start_method,
-            template=template).run([Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True)], stop)
+           template=template).run([Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True)], stop)
     outcome = result.get("outcome")
     if outcome is None or not outcome.success:
         print(f"warning: the model solution could not be timed ({outcome.reason if outcome else 'stopped'}; "
@@ -975,6 +976,12 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                     froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
                     gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
                 done = finish
+                kept, key = out / "solution_times.json", timelimits.solution_key(
+                    sorted(source_dir.glob("*.ipynb")), threads=settings.limits.threads, sandbox=settings.sandbox,
+                    fork_kernels=settings.fork_kernels, cell_timeout=settings.cell_timeout)
+                if todo and not settings.solution_seconds and settings.timeout_factor != 0:
+                    # measured by an earlier batch on this host with these solutions
+                    settings = replace(settings, solution_seconds=timelimits.kept_times(kept, key))
                 if todo and not settings.solution_seconds and settings.timeout_factor != 0:
                     # each cell's time limit from the model solution's, timed in the first slot
                     handoff = out / "logs" / f"{SOLUTION}.json"
@@ -983,7 +990,9 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
                     todo.insert(0, Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True))
                     done = _handing_off(finish, handoff, out / "logs")
                 Runner(root, assignment, settings, url, out / "logs", done, template=template,
-                        tail_work=prepare_report).run(todo, stop)
+                       tail_work=prepare_report).run(todo, stop)
+                if settings.solution_seconds_file:   # the times measured in this batch, for the next
+                    timelimits.keep_times(kept, key, _read_json(Path(settings.solution_seconds_file)))
         finally:
             if froze:
                 gc.unfreeze()

@@ -14,9 +14,20 @@ in seconds; a correct answer that is slower keeps its marks: with the defaults (
 however long. Cells are named by their grade id (nbgrader's cells) or else their cell id.
 
     CellTimeLimits(parent=execute).limit(cell)  ->  TimeLimit(seconds=10, why="...")
+
+The solution's times are kept beside the grades (`grades/<assignment>/solution_times.json`), with
+a key made of the solution notebooks' bytes and what the kernel runs with on this host
+(`solution_key`): a batch run again on the same machine with the same solutions takes them from
+there (`kept_times`) instead of timing the solution again.
+
+    key = solution_key(notebooks, threads=1, sandbox=True, fork_kernels=True)
+    times = kept_times(path, key) or <time the solution>;  keep_times(path, key, times)
 """
+import hashlib
 import json
 import os
+import platform
+import sys
 from dataclasses import dataclass
 
 from traitlets import Dict, Float, Unicode
@@ -72,3 +83,34 @@ class CellTimeLimits(LoggingConfigurable):
         why = (f"more than {self.timeout_factor:g} times the model solution's time ({self.timeout_factor:g} x "
                f"{what}; at least {self.timeout_floor:g} s, at most the course's {cap} s)")
         return TimeLimit(seconds, why)
+
+
+def solution_key(notebooks, **kernel) -> str:
+    """What the solution's times depend on: the solution notebooks' bytes, this host (its name,
+    CPUs, Python) and how its kernel runs (`kernel`, e.g. threads, sandbox)."""
+    h = hashlib.sha256(json.dumps([platform.node(), os.cpu_count(), sys.version, sorted(kernel.items())],
+                                  default=str).encode())
+    for path in sorted(notebooks):
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def kept_times(path, key: str) -> dict:
+    """The times kept at `path` under `key` ({} where there are none, or others, or the file is damaged)."""
+    try:
+        with open(path) as f:
+            kept = json.load(f)
+        return kept["times"] if kept.get("key") == key and isinstance(kept.get("times"), dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def keep_times(path, key: str, times: dict) -> None:
+    """Keep `times` at `path` under `key` for the next batch (nothing kept for an empty measure)."""
+    if not times:
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"key": key, "times": times}, f, indent=1)
+    os.replace(tmp, path)
