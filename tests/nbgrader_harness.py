@@ -10,8 +10,9 @@ and reads the scores back from the gradebook.
     course.submit("alice", "ps_convolution", "convolution", nb)
     course.autograde("ps_convolution")
     course.scores("ps_convolution", "convolution")["alice"]["parts"]["test_corr1d"]
+
+The problem-set grading tests (test_grading_ps_*.py) build on it through ps_grading_harness.
 """
-import json
 import os
 import shutil
 import subprocess
@@ -123,9 +124,7 @@ def solved(course: Course, assignment: str, notebook: str, overrides: dict | Non
     (solution markers removed), as a diligent student would submit it.
     `overrides` maps grade_id -> source to plant a specific (e.g. wrong) answer."""
     overrides = dict(overrides or {})
-    source = course.read("solutions", assignment, f"{notebook}.ipynb")
-    answers = {grade_id(c): strip_solution_markers(c.source) for c in source.cells
-               if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    answers = model_answers(course, assignment, notebook)
     nb = course.read("exercises", assignment, f"{notebook}.ipynb")
     for cell in nb.cells:
         gid = grade_id(cell)
@@ -145,49 +144,11 @@ def graded_test_ids(course: Course, assignment: str, notebook: str) -> list[str]
             if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")]
 
 
-def raw_json(nb) -> str:
-    return json.dumps(nb)
-
-
 def model_answers(course: Course, assignment: str, notebook: str) -> dict:
     """{grade_id: source} of every solution cell of the source notebook, solution markers removed."""
     source = course.read("solutions", assignment, f"{notebook}.ipynb")
     return {grade_id(c): strip_solution_markers(c.source) for c in source.cells
             if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
-
-
-def plant(mistakes, edits: dict, whole: dict, answers: dict) -> dict:
-    """Overrides for `solved`: {solution cell: source} with every named mistake planted.
-
-    edits: name -> (cell ids joined by "+", [(old, new), ...]): each `old` must occur in one of
-    those cells (the model answer, or the cell as earlier mistakes left it); whole: name ->
-    (cell id, source) replaces a whole cell, which no other mistake may touch.
-    """
-    cells = {}
-    for name in mistakes:
-        if name in whole:
-            gid, source = whole[name]
-            assert gid not in cells, f"{name}: cell {gid} already changed"
-            cells[gid] = source
-            continue
-        gids, pairs = edits[name]
-        for old, new in pairs:
-            for gid in gids.split("+"):
-                current = cells.get(gid, answers[gid])
-                if old in current:
-                    cells[gid] = current.replace(old, new)
-                    break
-            else:
-                raise AssertionError(f"cannot plant {name}: {old!r} is not in the model answer of {gids}")
-    return cells
-
-
-def cell_output(course: Course, student: str, assignment: str, notebook: str, part: str):
-    """(stdout text, error outputs) of one cell of a student's autograded notebook."""
-    nb = course.read("autograded", student, assignment, f"{notebook}.ipynb")
-    cell = next(c for c in nb.cells if grade_id(c) == part)
-    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-    return text, [o for o in cell.outputs if o.output_type == "error"]
 
 
 def submit_class(course: Course, assignment: str, notebook: str, planted: dict[str, dict]) -> None:
