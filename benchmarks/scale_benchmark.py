@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK  # noqa: E402
 from nbgrader_harness import solved, tiny_course  # noqa: E402
 
-from dlcourse.grading import batch, report  # noqa: E402
+from dlcourse.grading import batch, plan, record, report  # noqa: E402
 from dlcourse.grading.batch import Outcome, Settings, grade_batch  # noqa: E402
 from dlcourse.grading.state import StateLog  # noqa: E402
 
@@ -64,7 +64,7 @@ class Probe:
 
 def install(probe: Probe) -> None:
     """Wrap the batch's steps to time them; the worker becomes StubRunner."""
-    store, finish_call, save = batch._store, batch._Finisher.__call__, StateLog.save
+    store, finish_call, save = plan.store, record.Finisher.__call__, StateLog.save
 
     def timed_store(*args, **kwargs):   # called once per student, at the end of its planning
         result = store(*args, **kwargs)
@@ -114,7 +114,7 @@ def install(probe: Probe) -> None:
                     probe.stub.append(time.perf_counter() - begin)
                     self.done(job, Outcome(True, seconds=0.0))
 
-    batch._store, batch._Finisher.__call__, StateLog.save = timed_store, timed_finish, timed_save
+    plan.store, record.Finisher.__call__, StateLog.save = timed_store, timed_finish, timed_save
     batch.Runner = StubRunner
 
 

@@ -222,16 +222,16 @@ def test_parts_awaiting_manual_grading_are_not_failures(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="kernel uids are switched only when grading as root")
 def test_concurrent_batches_never_share_a_kernel_uid():
-    from dlcourse.grading.batch import _claim_uids
-    first, first_locks = _claim_uids(2)
-    second, second_locks = _claim_uids(3)
+    from dlcourse.grading.cage import claim_uids
+    first, first_locks = claim_uids(2)
+    second, second_locks = claim_uids(3)
     try:
         assert len(set(first) | set(second)) == 5, f"two batches got overlapping uids: {first} and {second}"
         assert all(u >= 60000 for u in first + second), "kernels must never get root's or a system uid"
     finally:
         for fd in first_locks:
             os.close(fd)
-    again, again_locks = _claim_uids(2)
+    again, again_locks = claim_uids(2)
     for fd in second_locks + again_locks:
         os.close(fd)
     assert again == first, "uids are free again once their batch has ended"

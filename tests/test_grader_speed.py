@@ -119,10 +119,10 @@ def test_a_workers_gradebooks_share_one_engine_per_database(tmp_path, monkeypatc
     import nbgrader.api
     from nbgrader.api import Gradebook
 
-    from dlcourse.grading.batch import _one_engine_per_database
+    from dlcourse.grading.nbgrader_patches import one_engine_per_database
     monkeypatch.setattr(nbgrader.api, "create_engine", nbgrader.api.create_engine)   # put back afterwards
     monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))  # alembic
-    _one_engine_per_database()
+    one_engine_per_database()
     url, other = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     with Gradebook(url, "course") as gb:
         gb.add_student("ada")
@@ -133,7 +133,7 @@ def test_a_workers_gradebooks_share_one_engine_per_database(tmp_path, monkeypatc
     with Gradebook(other, "course") as gb:
         assert gb.engine is not first
         assert gb.students == []
-    _one_engine_per_database()   # a worker's call, after its fork: the engines it inherited stay in use
+    one_engine_per_database()   # a worker's call, after its fork: the engines it inherited stay in use
     with Gradebook(url, "course") as gb:
         assert gb.engine is first
         assert [s.id for s in gb.students] == ["ada"]
@@ -150,7 +150,7 @@ def test_nbgraders_metadata_checks_judge_as_jsonschema_does_and_check_their_sche
     import nbgrader.nbgraderformat.common as common
     from nbgrader.nbgraderformat import MetadataValidator
 
-    from dlcourse.grading.batch import _check_schemas_once, _SchemaCheckedOnce
+    from dlcourse.grading.nbgrader_patches import SchemaCheckedOnce, check_schemas_once
     monkeypatch.setattr(common, "jsonschema", jsonschema)   # put back afterwards
     schema = MetadataValidator().schema
 
@@ -164,8 +164,8 @@ def test_nbgraders_metadata_checks_judge_as_jsonschema_does_and_check_their_sche
     checked = []
     monkeypatch.setattr(jsonschema.Draft4Validator, "check_schema",
                         classmethod(lambda cls, s, **kw: checked.append(s)))
-    _check_schemas_once()
-    assert isinstance(common.jsonschema, _SchemaCheckedOnce)
+    check_schemas_once()
+    assert isinstance(common.jsonschema, SchemaCheckedOnce)
     cases = _metadata_cases()
     theirs = [outcome(jsonschema.validate, case, schema) for case in cases]
     checked.clear()
@@ -175,4 +175,4 @@ def test_nbgraders_metadata_checks_judge_as_jsonschema_does_and_check_their_sche
     assert common.jsonschema.ValidationError is jsonschema.ValidationError   # the rest is jsonschema's
     monkeypatch.undo()
     with __import__("pytest").raises(jsonschema.SchemaError):   # a schema that is itself wrong still fails
-        _SchemaCheckedOnce().validate({}, {"type": 12})
+        SchemaCheckedOnce().validate({}, {"type": 12})

@@ -1,7 +1,7 @@
 """The batch's state (lib/dlcourse/grading/state.py): a row is appended, never the whole file
 rewritten; a batch stopped part-way resumes from what was appended, grading only the rest.
 
-No kernel runs here: the planning step (`batch._plan`: store, validate, skip what is final) reads
+No kernel runs here: the planning step (`plan.plan`: store, validate, skip what is final) reads
 the state as a resumed batch does.
 """
 import json
@@ -11,7 +11,7 @@ import nbformat
 from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, notebook, write_source
 
 from dlcourse.grading import submissions as subs
-from dlcourse.grading.batch import _plan
+from dlcourse.grading.plan import plan
 from dlcourse.grading.state import StateLog, read_state
 
 
@@ -62,12 +62,12 @@ def test_a_batch_stopped_part_way_resumes_with_the_students_not_yet_saved(tmp_pa
     path = tmp_path / "grades" / "state.json"
     path.parent.mkdir()
 
-    def plan():
+    def replan():
         state = StateLog(path)
         taken = subs.intake(folder, [NOTEBOOK], ASSIGNMENT)
-        return state, _plan(root, ASSIGNMENT, taken, [NOTEBOOK], source, state, state.save)
+        return state, plan(root, ASSIGNMENT, taken, [NOTEBOOK], source, state, state.save)
 
-    state, todo = plan()
+    state, todo = replan()
     assert [j.student for j in todo] == students
     for job in todo[:4]:   # four graded (one not final: the grader's own trouble), then the batch is killed
         row = dict(job.row, status="graded", score=5.0)
@@ -77,10 +77,10 @@ def test_a_batch_stopped_part_way_resumes_with_the_students_not_yet_saved(tmp_pa
     # the batch "died" here, before it compacted: only the log holds the rows
     assert not path.exists() and len(state.log_path.read_text().splitlines()) == 4
 
-    state, todo = plan()
+    state, todo = replan()
     assert [j.student for j in todo] == ["s3", "s4", "s5"], "only what is not final is graded again"
     assert {s: state[s]["score"] for s in ("s0", "s1", "s2")} == dict.fromkeys(("s0", "s1", "s2"), 5.0)
     (folder / "s1" / f"{NOTEBOOK}.ipynb").write_text(
         nbformat.writes(notebook()).replace("return a + b", "return a - b"))
-    _, todo = plan()
+    _, todo = replan()
     assert [j.student for j in todo] == ["s1", "s3", "s4", "s5"], "a changed submission is graded again"

@@ -1,5 +1,5 @@
 """The grader's building blocks, tested without root, bubblewrap or a batch (they run anywhere):
-submissions.validate / pick_notebook, the failure classifier, HideHiddenTests and the parser of
+validation.validate / pick_notebook, the failure classifier, HideHiddenTests and the parser of
 the guard's and check's answers. (Which defence catches each hostile case, the static scan or the
 in-kernel guard, is tested in test_grader_guard.py, with a plain kernel.)
 """
@@ -11,10 +11,10 @@ import pytest
 
 from fixtures.tiny_assignment import notebook as tiny_source
 
-from dlcourse.grading.batch import KERNEL_DIED, Failure, _classify
+from dlcourse.grading.outcome import KERNEL_DIED, Failure, classify
 from dlcourse.grading.integrity import parse_answer
 from dlcourse.grading.preprocessors import HIDDEN_NOTE, HideHiddenTests
-from dlcourse.grading.submissions import pick_notebook, validate
+from dlcourse.grading.validation import pick_notebook, validate
 
 def test_answer_parser_rejects_everything_but_this_runs_list_of_flags():
     nonce = secrets.token_hex(16)
@@ -38,7 +38,7 @@ def test_answer_parser_rejects_everything_but_this_runs_list_of_flags():
     ("something\nlast words", Failure.AUTOGRADE, "autograding failed: last words"),
     ("", Failure.AUTOGRADE, "autograding failed")])
 def test_classify_names_the_kind_and_the_reason(text, kind, words):
-    got, reason = _classify({"error": text, "log": ""})
+    got, reason = classify({"error": text, "log": ""})
     assert got is kind and words in reason, (got, reason)
 
 

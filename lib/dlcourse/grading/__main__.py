@@ -1,4 +1,4 @@
-"""python -m dlcourse.grading: the batch grader (see dlcourse.grading.cli)."""
+"""Shared: python -m dlcourse.grading: the batch grader (see dlcourse.grading.cli)."""
 import sys
 
 from dlcourse.grading.cli import main

@@ -1,4 +1,4 @@
-"""Last step before a grading kernel starts: limits, an unprivileged user, a clean environment.
+"""Cage: last step before a grading kernel starts: limits, an unprivileged user, a clean environment.
 
 Run by the grader (inside the sandbox when there is one) as a plain script, stdlib only:
 
@@ -19,6 +19,12 @@ import sys
 
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONHASHSEED", "NBGRADER_EXECUTION", "TZ")
 PR_SET_PDEATHSIG = 1
+
+
+def clean_environment() -> dict[str, str]:
+    """The environment every kernel process starts with: KEEP_ENV only (no database URLs,
+    tokens or other instructor secrets reach bwrap's processes either)."""
+    return {k: v for k, v in os.environ.items() if k in KEEP_ENV}
 
 
 def _limit(name: str, value: int) -> None:

@@ -1,4 +1,4 @@
-"""First process of a sandbox whose kernel is forked from the kernel template (kernel_template.py).
+"""Cage: first process of a sandbox whose kernel is forked from the kernel template (kernel_template.py).
 
 Run by bubblewrap as the sandbox's command, stdlib only:
 

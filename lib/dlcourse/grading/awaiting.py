@@ -1,4 +1,4 @@
-"""MarkAwaitingGrades: the feedback says which parts await grading by hand.
+"""Render: MarkAwaitingGrades: the feedback says which parts await grading by hand.
 
 nbgrader's feedback shows a written answer nobody has graded yet as "Score: 0.0 / 2.0" and counts
 its points in the total (11 / 13), as if the student had lost them. This preprocessor runs after

@@ -1,4 +1,4 @@
-"""A memory cap for all the processes of one grading kernel: a memory cgroup, v2 or v1.
+"""Cage: a memory cap for all the processes of one grading kernel: a memory cgroup, v2 or v1.
 
 RLIMIT_AS bounds each process, but a kernel may start many processes; only a cgroup bounds
 them together. The grader creates one cgroup per student next to its own, the kernel's

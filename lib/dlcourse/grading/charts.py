@@ -1,4 +1,4 @@
-"""The two charts of the grading report, drawn with Pillow: a histogram of the scores and a bar
+"""Render: the two charts of the grading report, drawn with Pillow: a histogram of the scores and a bar
 per test. matplotlib would draw the same, but importing it costs a batch about 0.4 s of CPU
 (more than the rest of the report); Pillow is already there (matplotlib depends on it).
 

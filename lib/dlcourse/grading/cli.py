@@ -1,4 +1,4 @@
-"""dlcourse-grade: one command from the LMS's export to grades.csv, feedback and a report.
+"""Shared: dlcourse-grade: one command from the LMS's export to grades.csv, feedback and a report.
 
     python -m dlcourse.grading --assignment ps_convolution --submissions export.zip --workers 2
 

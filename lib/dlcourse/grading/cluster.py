@@ -1,8 +1,8 @@
-"""Grading on a Dask cluster: each submission is one Dask task, graded on a worker exactly as here.
+"""Run: grading on a Dask cluster: each submission is one Dask task, graded on a worker exactly as here.
 
     dlcourse-grade --assignment ps_convolution --submissions export.zip --scheduler tcp://HOST:8786
 
-The client (this machine) plans the batch as always (store, validate, scan: `batch._plan`), then
+The client (this machine) plans the batch as always (store, validate, scan: `plan.plan`), then
 submits one task per student to the scheduler. The task (`grade_on_worker`) runs on a Dask worker
 the same `Runner` the local batch uses with one slot: a forked-off grader in its own session, its
 own kernel uid claimed on that host, bubblewrap, rlimits, a scratch tmpfs, a memory cgroup and the
@@ -14,7 +14,7 @@ package, bubblewrap, root for the uid switch and the cgroup) and a gradebook it 
 (PostgreSQL; SQLite only when every worker is on this machine).
 
 A worker that dies mid-task: Dask runs the task again on another worker (the scheduler's
-`allowed-failures`); the dead worker's grader stops with it (`batch._die_with_parent`), and
+`allowed-failures`); the dead worker's grader stops with it (`worker._die_with_parent`), and
 nbgrader's autograde replaces the student's submission in the gradebook, so a student is never in
 it twice. A task that keeps killing its workers ends as a non-final failure: the next run grades
 that student again, as after a crash of a local batch.
@@ -24,7 +24,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dlcourse.grading.batch import Failure, Job, Outcome, Row, Settings, Runner, time_solution
+from dlcourse.grading.outcome import Failure, Job, Outcome, Row
+from dlcourse.grading.runner import Runner, time_solution
+from dlcourse.grading.settings import Settings
 
 
 def grade_on_worker(root: Path, assignment: str, student: str, settings: Settings, url: str, logs: Path) -> dict:
@@ -45,7 +47,7 @@ def grade_on_worker(root: Path, assignment: str, student: str, settings: Setting
 
 
 def time_on_worker(root: Path, assignment: str, settings: Settings, url: str, logs: Path) -> dict:
-    """Dask task: the model solution's seconds per cell (`batch.time_solution`), timed on a worker
+    """Dask task: the model solution's seconds per cell (`runner.time_solution`), timed on a worker
     as the submissions will be graded there (a fresh kernel)."""
     return time_solution(root, assignment, replace(settings, fork_kernels=False), url, logs,
                          start_method=_start_method())

@@ -1,4 +1,4 @@
-"""Does a submission tamper with the machinery that grades it, and can it earn points that way?
+"""Run: does a submission tamper with the machinery that grades it, and can it earn points that way?
 
 Three independent defences; what they find is reported as flags in grades.csv (review by hand):
 

@@ -1,4 +1,4 @@
-"""The grader's integrity checks as they run INSIDE the student's kernel (stdlib, numpy, IPython).
+"""Run: the grader's integrity checks as they run INSIDE the student's kernel (stdlib, numpy, IPython).
 
 The grader never imports this module into a kernel by name: the hidden first cell executes this
 file's source into a fresh module called `_dlg_<nonce>` (see integrity.baseline_source) and calls

@@ -1,4 +1,4 @@
-"""The kernel template: one process per batch that imports torch, ipykernel and what the
+"""Run: the kernel template: one process per batch that imports torch, ipykernel and what the
 assignment's notebooks import once; every grading kernel of the batch is a fork of it, moved
 into its own sandbox.
 
@@ -7,7 +7,7 @@ starting Python and ipykernel, importing torch and the course's modules. A fork 
 that has done all that once starts in a few milliseconds. How a kernel is made (as root, with
 bubblewrap):
 
-1. the kernel manager (sandbox.SandboxedKernelManager) starts the submission's sandbox as
+1. the kernel manager (kernel_manager.SandboxedKernelManager) starts the submission's sandbox as
    always, but its first process is `_sandbox_anchor.py`, which waits on a FIFO;
 2. it asks the template, over a Unix socket in the batch's private work folder, for a kernel:
    the sandbox's host pid, the FIFO, the connection file, limits, uid, scratch folder, memory
@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from dlcourse.grading._kernel_stage import clean_environment
 
 ANCHOR = Path(__file__).with_name("_sandbox_anchor.py")
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")   # mnt last: entering it changes the root
@@ -77,7 +79,6 @@ class KernelTemplate:
         self.process = None
 
     def launch(self) -> None:
-        from dlcourse.grading.sandbox import clean_environment
         home = self.folder / "home"
         home.mkdir(mode=0o700)
         env = clean_environment()   # the template, and so every fork, holds no instructor secret

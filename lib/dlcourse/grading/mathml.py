@@ -1,4 +1,4 @@
-"""LaTeX math as MathML, written into the feedback when it is generated: no MathJax, no network.
+"""Render: LaTeX math as MathML, written into the feedback when it is generated: no MathJax, no network.
 
 A student opens the feedback file on their own laptop, offline or behind a strict network, where
 nbconvert's MathJax (loaded from a CDN) never arrives and the math stays raw `$$...$$`. Browsers
@@ -15,7 +15,7 @@ formula fall back to its escaped source, as nbconvert shows it without MathJax.
 """
 import xml.etree.ElementTree as ET
 
-# imported with the module (feedback.py, batch.py): the batch's forked workers inherit it
+# imported with the module (feedback.py, worker.py): the batch's forked workers inherit it
 from latex2mathml.converter import convert
 
 MATHML = "http://www.w3.org/1998/Math/MathML"

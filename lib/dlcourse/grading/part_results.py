@@ -1,4 +1,4 @@
-"""PartResults: each part of the feedback opens with its result and the test's message.
+"""Render: PartResults: each part of the feedback opens with its result and the test's message.
 
 In nbgrader's feedback the student scrolls through a part (instructions, their code, the test
 cell's source) to its last cell to learn the score, and reads the failing check's message (the

@@ -1,4 +1,4 @@
-"""nbgrader preprocessors used by the course's `nbgrader_config.py`.
+"""Render: nbgrader preprocessors used by the course's `nbgrader_config.py`.
 
 HideHiddenTests runs while feedback is generated: it removes hidden test code from
 test cells (like nbgrader's ClearHiddenTests), and a test cell that ran hidden tests shows

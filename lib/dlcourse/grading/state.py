@@ -1,4 +1,4 @@
-"""The batch's memory of every student's row: what a rerun or a resumed batch starts from.
+"""Record: the batch's memory of every student's row: what a rerun or a resumed batch starts from.
 
     state = StateLog(out / "state.json")     # loads and compacts: state.json + the log replayed
     state.save("alice", row)                 # one line appended to state.log: O(1) per student

@@ -1,4 +1,4 @@
-"""Submissions as an LMS hands them out, checked before anything runs.
+"""Intake: submissions as an LMS hands them out, checked before anything runs.
 
 A submission is a zip file or a folder, and each top-level entry of it is one student:
 
@@ -23,11 +23,9 @@ followed, and reading stops at the cap (a zip member's declared size is not trus
 `intake` returns an Intake ({student: Submission} and {entry: reason}); the bytes are stored
 unmodified in submitted/. `collect` is the all-or-nothing form: {student: {file name: bytes}}, or
 a ValueError for the first entry that cannot be taken.
-`validate` reads one notebook's bytes against the assignment's source notebook and says whether it
-can be graded (and what was repaired) before a kernel ever starts.
+Whether each notebook can be graded is validation.py's question.
 """
 import hashlib
-import json
 import os
 import re
 import stat
@@ -55,7 +53,7 @@ class Rejected(ValueError):
 @dataclass
 class Submission:
     """One student's files as taken, what the instructor should know about them, and the folder
-    they were read from (None for a zip): `_store` leaves that folder alone when it is its target."""
+    they were read from (None for a zip): `plan.store` leaves that folder alone when it is its target."""
     files: dict[str, bytes] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     origin: Path | None = None
@@ -85,7 +83,7 @@ def student_id(name: str) -> str:
 
 
 def plain_name(name: str) -> str:
-    """A file name `_store` may write: one path component, no dot name, no control characters."""
+    """A file name `plan.store` may write: one path component, no dot name, no control characters."""
     if (not name or name.startswith(".") or "/" in name or "\\" in name or len(name.encode("utf-8", "surrogatepass")) > 200
             or any(unicodedata.category(c)[0] == "C" for c in name)):
         raise Rejected(f"{name!r} is not a plain file name")
@@ -338,78 +336,3 @@ def digest(files: dict[str, bytes]) -> str:
     for name in sorted(files):
         h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     return h.hexdigest()
-
-
-@dataclass
-class Verdict:
-    """Whether a notebook can be graded; `notes` are repairs worth telling the instructor."""
-    ok: bool
-    reason: str = ""
-    notes: list[str] = field(default_factory=list)
-    editable_sources: list[str] = field(default_factory=list)
-
-
-def grade_cells(source_nb: dict) -> tuple[set[str], set[str]]:
-    """(all nbgrader grade ids, ids of autograded test cells) of the instructor's notebook."""
-    ids, tests = set(), set()
-    for cell in source_nb["cells"]:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade_id"):
-            ids.add(meta["grade_id"])
-            if meta.get("grade") and not meta.get("solution") and cell["cell_type"] == "code":
-                tests.add(meta["grade_id"])
-    return ids, tests
-
-
-def validate(data: bytes, source_nb: dict) -> Verdict:
-    """Check one submitted notebook (raw bytes) against the instructor's source notebook."""
-    if len(data) > MAX_FILE_MB * 2**20:
-        return Verdict(False, f"the notebook is larger than {MAX_FILE_MB} MB")
-    try:
-        nb = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return Verdict(False, f"the notebook file is not valid JSON ({e}); was it saved completely?")
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        return Verdict(False, "the file is JSON but not a notebook (no list of cells)")
-    if nb.get("nbformat") != 4:
-        return Verdict(False, f"notebook format version {nb.get('nbformat')!r}; the course uses 4")
-    _, test_ids = grade_cells(source_nb)
-    seen, verdict = {}, Verdict(True)
-    for i, cell in enumerate(nb["cells"]):
-        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
-            return Verdict(False, f"cell {i} is not a valid notebook cell")
-        meta = cell.get("metadata", {}).get("nbgrader")
-        gid = meta.get("grade_id") if isinstance(meta, dict) else None
-        if gid:
-            if meta.get("schema_version") != 3:
-                return Verdict(False, f"cell {gid!r} has nbgrader schema_version {meta.get('schema_version')!r}, "
-                                      "the course uses 3: download the release again and copy your answers over")
-            if gid in seen:
-                return Verdict(False, f"grade id {gid!r} appears in cells {seen[gid]} and {i}: "
-                                      "a graded cell was copied or split; keep one cell per part")
-            seen[gid] = i
-            if gid in test_ids and cell["cell_type"] != "code":
-                verdict.notes.append(f"test cell {gid!r} had been turned into {cell['cell_type']}; restored")
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        if cell["cell_type"] == "code" and gid not in test_ids:
-            verdict.editable_sources.append(source)
-    kernel = nb.get("metadata", {}).get("kernelspec", {})
-    name = kernel.get("name") if isinstance(kernel, dict) else None
-    if name != "python3":
-        verdict.notes.append(f"kernelspec {name!r} replaced by the course's Python 3 kernel")
-    return verdict
-
-
-def pick_notebook(files: dict[str, bytes], notebook: str) -> tuple[str | None, str]:
-    """The submitted file to grade as <notebook>.ipynb, and a note or an error message.
-    A single notebook under another name (e.g. 'convolution (1).ipynb') is graded with a note."""
-    expected = f"{notebook}.ipynb"
-    if expected in files:
-        return expected, ""
-    others = sorted(n for n in files if n.endswith(".ipynb"))
-    if len(others) == 1:
-        return others[0], f"{others[0]!r} graded as {expected}"
-    if not others:
-        return None, f"no {expected} in the submission"
-    return None, f"no {expected} in the submission, and several other notebooks: {', '.join(others)}"

@@ -1,9 +1,9 @@
-"""Time limits that fit the task: each cell may run a multiple of what the model solution takes.
+"""Run: time limits that fit the task: each cell may run a multiple of what the model solution takes.
 
 Stock nbgrader gives every cell one limit (`Execute.timeout`, the course's 300 s), so a student
 whose loop never ends costs that much per looping cell, more than the rest of the class together.
 The batch runs the instructor's solution notebooks once in its warm-up, in a sandboxed kernel like
-the students' (`batch.solution_seconds`), and every cell then gets
+the students' (`runner.time_solution`), and every cell then gets
 
     limit = min(course limit, max(timeout_floor, timeout_factor * the solution's seconds in that cell))
 

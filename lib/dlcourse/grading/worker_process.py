@@ -1,16 +1,16 @@
-"""A grading worker started as a new Python (subprocess), for where multiprocessing cannot start one.
+"""Run: a grading worker started as a new Python (subprocess), for where multiprocessing cannot start one.
 
 A stock `dask worker` (with its nanny, as dask-jobqueue and dask-kubernetes start it) runs its
 tasks in a daemonic process, and a daemonic process may not have children made by
 multiprocessing ("daemonic processes are not allowed to have children"). `subprocess` has no
-such rule. `WorkerContext().Process(target=..., args=...)` looks to `batch.Runner` like
+such rule. `WorkerContext().Process(target=..., args=...)` looks to `runner.Runner` like
 multiprocessing's: `start`, `is_alive`, `join`, `pid`, `exitcode` and a `sentinel` for
 multiprocessing.connection.wait (a pidfd); the child runs
 
     python -m dlcourse.grading.worker_process <args.pickle>
 
 which unpickles (target, args) from the file the parent wrote (mode 0600, removed by the child)
-and calls target(*args): the same `batch._worker`, which writes
+and calls target(*args): the same `worker.worker`, which writes
 its outcome file as always. Like multiprocessing's spawn, target must be importable by name.
 """
 import os

@@ -1,0 +1,240 @@
+"""Cage: bubblewrap, resource limits, a scratch tmpfs and an unprivileged uid for the grading kernel.
+
+Stock nbgrader starts the grading kernel with the instructor's rights in autograded/<student>/,
+so student code could read solutions/ and the gradebook. Here every kernel starts as
+
+    sh -c JOIN <cgroup.procs>                                 (joins its memory cgroup, see cgroups.py)
+    bwrap --tmpfs /                                           (an empty root: an allow-list, not a deny-list)
+          --ro-bind /usr, /bin -> usr/bin, ...                (system programs and libraries)
+          --ro-bind /etc/ld.so.cache, /etc/localtime, ...     (the few /etc files Python reads)
+          --ro-bind <python> <venv> <dlcourse package>        (the interpreter and what student code imports)
+          --tmpfs /tmp                                        (empty, read-only for the kernel's uid)
+          --bind <scratch> --bind <connection dir>            (the only writable places, on a size-limited tmpfs)
+          --unshare-net --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent ...
+          python -I _kernel_stage.py ...  -> rlimits, setsid, a uid of its own (60000 and up), exec ipykernel
+
+With a kernel template (kernel_template.py; as root, by default; not with --no-fork-kernels) the
+sandbox's first process is `_sandbox_anchor.py` instead of the stage: the template forks a kernel that has torch,
+ipykernel and dlcourse imported already, moves it into this sandbox's namespaces and cgroup, and
+gives it the stage's limits, uid and environment; the anchor lives as long as that kernel.
+
+Nothing else of the host exists inside: not the course, other checkouts of it under /srv or
+/opt, other students' scratch folders, the gradebook or its PostgreSQL socket, /home, /root.
+The kernel starts with an environment of a few whitelisted variables (KEEP_ENV).
+
+Kernel and grader talk over IPC sockets in the connection dir (TCP cannot cross --unshare-net).
+Interrupts are sent as messages (a SIGINT to bwrap would kill the whole sandbox). When the worker
+dies, bwrap dies with it and the PID namespace takes every process the student started along.
+
+Needs: Linux with Debian's `bubblewrap` (run as root, or unprivileged user namespaces enabled).
+Without it grading refuses to run unless asked to run unsandboxed: the limits still apply, and the
+unprivileged uid too where that user can reach the Python installation (not under /root).
+
+Kernel uids: each batch claims one uid per worker slot (`claim_uids`, FIRST_UID and up, locked
+so that two batches on one machine never share one) and kills what a uid left behind (`kill_uid`).
+The memory cgroup is cgroups.py's.
+"""
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlcourse.grading._kernel_stage import clean_environment
+
+__all__ = ["FIRST_UID", "STAGE", "Limits", "SandboxUnavailable", "bwrap_prefix", "check_bwrap", "claim_uids",
+           "clean_environment", "kernel_reachable", "kill_uid", "private_tmpfs", "readable_paths"]
+
+STAGE = Path(__file__).with_name("_kernel_stage.py")
+PACKAGE_ROOT = STAGE.parents[1]  # lib/dlcourse: the package students may import
+FIRST_UID = 60000
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts", "mime.types", "fonts")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create its namespaces on this machine."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one grading kernel may use.
+
+    memory_mb caps the address space of each process (a MemoryError in the student's code);
+    total_memory_mb caps all the kernel's processes together (memory cgroup: the submission is
+    stopped); scratch_mb is the size of the tmpfs holding everything the kernel may write;
+    threads is how many threads torch and the BLAS libraries run (a grading slot is one core:
+    more threads only wait for each other, spinning, while the other slots' kernels run)."""
+    memory_mb: int = 4096
+    processes: int = 64
+    cpu_seconds: int = 600
+    file_mb: int = 256
+    open_files: int = 1024
+    total_memory_mb: int = 6144
+    scratch_mb: int = 512
+    threads: int = 1
+
+    def rlimits(self) -> dict:
+        return {"RLIMIT_AS": self.memory_mb * 2**20, "RLIMIT_NPROC": self.processes,
+                "RLIMIT_CPU": self.cpu_seconds, "RLIMIT_FSIZE": self.file_mb * 2**20,
+                "RLIMIT_NOFILE": self.open_files, "RLIMIT_CORE": 0}
+
+
+def check_bwrap() -> None:
+    """Raise SandboxUnavailable (with bwrap's own words) unless a sandbox can start here."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed: apt-get install bubblewrap, "
+                                 "or pass --unsandboxed to grade without a sandbox")
+    probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--size", str(2**20),
+             "--tmpfs", "/tmp", "--unshare-net", "--unshare-pid", "--die-with-parent", "true"]
+    proc = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise SandboxUnavailable(f"bubblewrap cannot start a sandbox here: {proc.stderr.strip()} "
+                                 "(pass --unsandboxed to grade without a sandbox)")
+
+
+def readable_paths() -> list[Path]:
+    """Host folders the kernel reads besides the system's: the interpreter, the virtual
+    environment and the dlcourse package (nothing else of the course)."""
+    wanted = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+              Path(sys.executable).resolve().parent, PACKAGE_ROOT.resolve()}
+    system = [Path(s).resolve() for s in SYSTEM]
+    kept = []
+    for p in sorted(wanted, key=lambda q: len(q.parts)):  # skip what an outer bind already shows
+        if not any(p == s or s in p.parents for s in system + kept):
+            kept.append(p)
+    return kept
+
+
+class _Tree:
+    """bwrap arguments that build the sandbox's file tree on an empty root, each missing parent
+    folder made 0755 (bwrap would make them 0700: unreachable for the kernel's uid)."""
+
+    def __init__(self):
+        self.args: list[str] = ["--tmpfs", "/"]
+        self.made = {Path("/")}
+
+    def _parents(self, path: Path) -> None:
+        for a in reversed(path.parents):
+            if a not in self.made:
+                self.made.add(a)
+                self.args += ["--perms", "0755", "--dir", str(a)]
+        self.made.add(path)
+
+    def add(self, option: str, path, *, source=None, before=()) -> None:
+        path = Path(path)
+        self._parents(path)
+        self.args += [*before, option, *([str(source)] if source is not None else []), str(path)]
+
+
+def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs_mb: int = 0) -> list[str]:
+    """bwrap arguments for an allow-list sandbox: an empty root with only the system folders, a
+    few /etc files, the Python environment and the dlcourse package (read-only), and scratch and
+    the connection folder (writable). scratch_tmpfs_mb > 0 mounts scratch as a tmpfs of that size
+    inside the sandbox (for callers that could not put it on a size-limited tmpfs themselves)."""
+    tree = _Tree()
+    tree.args += ["--dev", "/dev", "--proc", "/proc"]
+    # an empty /tmp that only root could write: the kernel's TMPDIR is its scratch folder. It is
+    # mounted first, so that what is bound below it (a course checked out under /tmp, scratch)
+    # lands on top of it instead of being hidden by it.
+    tree.add("--tmpfs", "/tmp", before=["--perms", "0755", "--size", str(2**20)])
+    for name in SYSTEM:
+        p = Path(name)
+        if p.is_symlink():  # merged /usr: /bin -> usr/bin
+            tree.add("--symlink", p, source=os.readlink(p))
+        elif p.is_dir():
+            tree.add("--ro-bind", p, source=p)
+    for name in ETC:
+        if (Path("/etc") / name).exists():
+            tree.add("--ro-bind", Path("/etc") / name, source=Path("/etc") / name)
+    for p in readable_paths():
+        tree.add("--ro-bind", p, source=p)
+    if scratch_tmpfs_mb > 0:
+        tree.add("--tmpfs", scratch, before=["--perms", "1777", "--size", str(scratch_tmpfs_mb * 2**20)])
+    else:
+        tree.add("--bind", scratch, source=scratch)
+    tree.add("--bind", connection_dir, source=connection_dir)
+    cmd = ["bwrap", *tree.args, "--remount-ro", "/",
+           "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+           "--die-with-parent", "--chdir", scratch]
+    if as_root:  # the stage needs these two to switch to the unprivileged uid, nothing else
+        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return cmd + ["--"]
+
+
+def private_tmpfs(path: Path, size_mb: int) -> bool:
+    """Mount a tmpfs of size_mb on `path` that only this process and its children see (a mount
+    namespace of its own, gone with them): the kernel's scratch and connection folders go there,
+    so writing past the quota fails with ENOSPC in the student's code and the host's disk is
+    untouched. Needs root; False (nothing mounted) where it cannot be done."""
+    if os.geteuid() != 0 or size_mb <= 0:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private, ms_nosuid, ms_nodev = 0x20000, 0x4000, 1 << 18, 0x2, 0x4
+    if libc.unshare(clone_newns) != 0 or libc.mount(b"none", b"/", None, ms_rec | ms_private, None) != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_mb}m,mode=0711".encode()
+    return libc.mount(b"dlcourse-scratch", str(path).encode(), b"tmpfs", ms_nosuid | ms_nodev, options) == 0
+
+
+UID_SPAN = 1000  # kernel uids FIRST_UID .. FIRST_UID + UID_SPAN - 1, shared by every batch on this machine
+
+
+def claim_uids(n: int) -> tuple[list[int], list[int]]:
+    """One kernel uid per worker slot, locked for this batch (flock on /run/lock/dlcourse-grader-uids/<uid>)
+    so that two batches on one machine never share a uid, nor kill each other's kernels. Returns
+    (uids, open lock fds to close at the end); uids are -1 when not root (no uid switch)."""
+    if os.geteuid() != 0:
+        return [-1] * n, []
+    base = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+    lockdir = base / "dlcourse-grader-uids"
+    lockdir.mkdir(mode=0o700, exist_ok=True)
+    uids, fds = [], []
+    for uid in range(FIRST_UID, FIRST_UID + UID_SPAN):
+        fd = os.open(lockdir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        kill_uid(uid)  # leftovers of a batch that crashed
+        uids.append(uid)
+        fds.append(fd)
+        if len(uids) == n:
+            return uids, fds
+    for fd in fds:
+        os.close(fd)
+    raise RuntimeError(f"all {UID_SPAN} grading uids from {FIRST_UID} are in use by other batches")
+
+
+def kill_uid(uid: int) -> None:
+    """SIGKILL every process of the kernel uid (forked children that outlived their kernel)."""
+    if uid < 0:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def kernel_reachable() -> bool:
+    """Can an unprivileged uid run this Python without the sandbox? (Not when it lives under a
+    private folder such as /root: then an unsandboxed kernel keeps the grader's user.)"""
+    for target in (Path(sys.executable).resolve(), Path(sys.prefix), Path(sys.base_prefix), STAGE):
+        for folder in [target, *target.parents]:
+            if folder.is_dir() and not folder.stat().st_mode & stat.S_IXOTH:
+                return False
+    return True

@@ -1,0 +1,69 @@
+"""Run: two patches to nbgrader that make a worker's bookkeeping cheap, applied once per process.
+
+    one_engine_per_database()   # Gradebooks share one SQLAlchemy engine (and compiled SQL) per URL
+    check_schemas_once()        # nbgrader's cell-metadata schema is checked against its meta-schema once
+
+The batch applies both before it forks its workers, which inherit them; each worker applies
+them again (a spawned worker, on a Dask host, starts without them).
+"""
+
+
+def one_engine_per_database() -> None:
+    """nbgrader opens a Gradebook for every step of a student's grading (the submission, each
+    preprocessor, the feedback), and each made a new SQLAlchemy engine that compiled the same
+    SQL again. From here on, in this process and its forks (the workers), they share one engine
+    per database URL, and with it the compiled statements; Gradebook.close() still gives back
+    its connections (engine.dispose()), so no connection is open when a worker is forked, and
+    the worker's own call drops any that might be (dispose(close=False))."""
+    import nbgrader.api
+    from sqlalchemy import create_engine
+    if getattr(nbgrader.api.create_engine, "shared", False):
+        for engine in nbgrader.api.create_engine.engines.values():   # in a fork: never a connection of
+            engine.dispose(close=False)                              # the parent's (SQLAlchemy's own advice)
+        return
+    engines = {}
+
+    def shared_engine(url, **options):
+        key = (str(url), tuple(sorted(options.items())))
+        if key not in engines:
+            engines[key] = create_engine(url, **options)
+        return engines[key]
+
+    shared_engine.shared, shared_engine.engines = True, engines
+    nbgrader.api.create_engine = shared_engine
+
+
+class SchemaCheckedOnce:
+    """What nbgrader's cell-metadata checks see as the `jsonschema` module: `validate(instance,
+    schema)` as jsonschema's own (the same validator class, the same best-matching error raised),
+    except that the schema itself is checked against its meta-schema once, not on each of the
+    40 or so cells of each notebook nbgrader reads (that check cost a submission more than the
+    validation). Anything else is jsonschema's."""
+
+    def __init__(self):
+        self.validators = {}   # id(schema) -> (schema, validator): the schema kept, so its id stays its own
+
+    def validate(self, instance, schema, cls=None, *args, **kwargs):
+        import jsonschema
+        if cls is not None or args or kwargs:
+            return jsonschema.validate(instance, schema, cls, *args, **kwargs)
+        known = self.validators.get(id(schema))
+        if known is None or known[0] is not schema:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            known = self.validators[id(schema)] = (schema, cls(schema))
+        error = jsonschema.exceptions.best_match(known[1].iter_errors(instance))
+        if error is not None:
+            raise error
+
+    def __getattr__(self, name):
+        import jsonschema
+        return getattr(jsonschema, name)
+
+
+def check_schemas_once() -> None:
+    """nbgrader's cell-metadata validation (nbgraderformat.common) uses a SchemaCheckedOnce, in
+    this process and its forks."""
+    import nbgrader.nbgraderformat.common as common
+    if not isinstance(common.jsonschema, SchemaCheckedOnce):
+        common.jsonschema = SchemaCheckedOnce()
