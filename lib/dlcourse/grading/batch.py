@@ -39,7 +39,7 @@ from dlcourse.grading.nbgrader_patches import check_schemas_once, one_engine_per
 from dlcourse.grading.outcome import (KERNEL_DIED, MEMORY_CAP, RETRY_NOTE, Failure, Job, Outcome, Row,
                                       fork_trouble)
 from dlcourse.grading.plan import plan, prepare_gradebook
-from dlcourse.grading.record import Finisher, part_maxima, scores
+from dlcourse.grading.record import Finisher, final_rows, part_maxima
 from dlcourse.grading.runner import (SOLUTION, Runner, catch_stop_signals, handing_off, launch_template,
                                      time_solution, warm_up)
 from dlcourse.grading.settings import Settings, default_cell_timeout, default_workers, parse_time
@@ -90,38 +90,12 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="student", disable=not progress)
         stop = catch_stop_signals()
         finish = Finisher(root, assignment, gradebook, save, bar)
-        froze = False
         try:
             if settings.scheduler:
                 run_on_cluster(settings.scheduler, root, assignment, settings, url, out / "logs", todo, finish, stop)
             else:
-                if todo:
-                    warm_up()
-                    release = root / str(cfg.CourseDirectory.get("release_directory", "release")) / assignment
-                    remember_highlights(sorted(release.glob("*.ipynb")))   # what every student's copy shares
-                    froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
-                    gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
-                done = finish
-                kept, key = out / "solution_times.json", timelimits.solution_key(
-                    sorted(source_dir.glob("*.ipynb")), threads=settings.limits.threads, sandbox=settings.sandbox,
-                    fork_kernels=settings.fork_kernels, cell_timeout=settings.cell_timeout)
-                if todo and not settings.solution_seconds and settings.timeout_factor != 0:
-                    # measured by an earlier batch on this host with these solutions
-                    settings = replace(settings, solution_seconds=timelimits.kept_times(kept, key))
-                if todo and not settings.solution_seconds and settings.timeout_factor != 0:
-                    # each cell's time limit from the model solution's, timed in the first slot
-                    handoff = out / "logs" / f"{SOLUTION}.json"
-                    handoff.unlink(missing_ok=True)
-                    settings = replace(settings, solution_seconds_file=str(handoff))
-                    todo.insert(0, Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True))
-                    done = handing_off(finish, handoff, out / "logs")
-                Runner(root, assignment, settings, url, out / "logs", done, template=template,
-                       tail_work=report.prepare_report).run(todo, stop)
-                if settings.solution_seconds_file:   # the times measured in this batch, for the next
-                    timelimits.keep_times(kept, key, read_json(Path(settings.solution_seconds_file)))
+                _run_here(root, assignment, settings, cfg, url, out, todo, finish, stop, template)
         finally:
-            if froze:
-                gc.unfreeze()
             bar.close()
             stop.restore()
             state.compact()
@@ -129,16 +103,51 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         if template is not None:
             template.stop()
 
-    rows = [dict(state[s], student=s) for s in sorted(state) if s in taken.students or s in taken.rejected]
-    for row in rows:  # scores as the gradebook has them now: manual grades given since the last run count
-        if row.get("status") in ("graded", "late") and row["student"] not in finish.scored:
-            fresh = scores(gradebook, assignment, row["student"])
-            fresh.pop("late")
-            row.update(fresh)
-    release_dir = root / str(cfg.CourseDirectory.get("release_directory", "release")) / assignment
+    rows = final_rows(state, set(taken.students) | set(taken.rejected), finish, gradebook, assignment)
     report.write_outputs(out, assignment, rows, part_maxima(gradebook, assignment), sandboxed=settings.sandbox,
-                  autograded=root / "autograded", release=release_dir)
+                         autograded=root / "autograded", release=_release(root, cfg, assignment))
     return rows
+
+
+def _run_here(root: Path, assignment: str, settings: Settings, cfg, url: str, out: Path, todo: list[Job], finish,
+              stop, template) -> None:
+    """Grade `todo` in this machine's slots (`Runner`). What every worker would do again is done
+    once before they fork (`warm_up`, the release's highlighting, a frozen heap); each cell's time
+    limit comes from the model solution's, kept from an earlier batch on this host with these
+    solutions, or timed in the first slot beside the first students (`handing_off`)."""
+    froze = False
+    try:
+        if todo:
+            warm_up()
+            remember_highlights(sorted(_release(root, cfg, assignment).glob("*.ipynb")))   # what every copy shares
+            froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
+            gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
+        done = finish
+        kept, key = out / "solution_times.json", timelimits.solution_key(
+            sorted((root / "solutions" / assignment).glob("*.ipynb")), threads=settings.limits.threads,
+            sandbox=settings.sandbox, fork_kernels=settings.fork_kernels, cell_timeout=settings.cell_timeout)
+        if todo and not settings.solution_seconds and settings.timeout_factor != 0:
+            # measured by an earlier batch on this host with these solutions
+            settings = replace(settings, solution_seconds=timelimits.kept_times(kept, key))
+        if todo and not settings.solution_seconds and settings.timeout_factor != 0:
+            # each cell's time limit from the model solution's, timed in the first slot
+            handoff = out / "logs" / f"{SOLUTION}.json"
+            handoff.unlink(missing_ok=True)
+            settings = replace(settings, solution_seconds_file=str(handoff))
+            todo.insert(0, Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True))
+            done = handing_off(finish, handoff, out / "logs")
+        Runner(root, assignment, settings, url, out / "logs", done, template=template,
+               tail_work=report.prepare_report).run(todo, stop)
+        if settings.solution_seconds_file:   # the times measured in this batch, for the next
+            timelimits.keep_times(kept, key, read_json(Path(settings.solution_seconds_file)))
+    finally:
+        if froze:
+            gc.unfreeze()
+
+
+def _release(root: Path, cfg, assignment: str) -> Path:
+    """The assignment's folder in the course's release directory (what every student was given)."""
+    return root / str(cfg.CourseDirectory.get("release_directory", "release")) / assignment
 
 
 def _venv_on_path() -> None:

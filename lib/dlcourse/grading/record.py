@@ -63,6 +63,19 @@ class Finisher:
 
 
 
+def final_rows(state: dict, students: set, finish: Finisher, gradebook, assignment: str) -> list[dict]:
+    """The rows grades.csv gets: each of `students` that `state` knows, in order of their ids, with
+    the scores as the gradebook has them now (manual grades given since the last run count), read
+    again for those whose scores this run did not read (`finish.scored`)."""
+    rows = [dict(state[s], student=s) for s in sorted(state) if s in students]
+    for row in rows:
+        if row.get("status") in ("graded", "late") and row["student"] not in finish.scored:
+            fresh = scores(gradebook, assignment, row["student"])
+            fresh.pop("late")
+            row.update(fresh)
+    return rows
+
+
 def cell_notes(root: Path, assignment: str, student: str) -> list[str]:
     """Cells that hit the time or memory limit in the autograded notebooks (the part scores 0)."""
     notes = []
