@@ -27,7 +27,8 @@ from system_packages import ensure_debian_packages
 
 from dlcourse.grading import cli
 from dlcourse.grading.batch import kernel_reachable
-from dlcourse.grading.report import AWAITING, UNSANDBOXED, failing_fractions, write_outputs
+from dlcourse.grading.report import UNSANDBOXED, write_outputs
+from dlcourse.grading.report_tables import AWAITING, failing_fractions
 from dlcourse.grading.state import read_state
 from dlcourse.grading.submissions import collect
 

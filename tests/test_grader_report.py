@@ -25,7 +25,7 @@ from test_grader_hostile import _json, _zip
 from test_grader_hostile_html import browser, visit  # noqa: F401 (browser: the shared Chromium fixture)
 
 from dlcourse.grading.batch import Settings, grade_batch
-from dlcourse.grading.report import actionable_reason, failing_fractions, mistake_key
+from dlcourse.grading.report_tables import actionable_reason, failing_fractions, mistake_key
 from dlcourse.grading.sandbox import Limits
 
 SUBTRACTS = "def add(a, b):\n    return a - b\n"          # the visible check: expected 3, got -1

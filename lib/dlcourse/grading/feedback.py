@@ -1,5 +1,5 @@
-"""The feedback exporter: nbgrader's (nbconvert's HTMLExporter with the feedback template), with
-the compiled Jinja templates kept on disk for the whole batch and highlighted code remembered.
+"""Render: the feedback exporter, nbgrader's (nbconvert's HTMLExporter with the feedback template),
+with the compiled Jinja templates kept on disk for the whole batch and highlighted code remembered.
 
 Each grading worker is a new process, so nbconvert compiled the same nine templates again for
 every submission (about 0.16 s of the 0.5 s that a feedback file takes). Jinja's own bytecode

@@ -1,4 +1,4 @@
-"""RedactHiddenSource: no output of the feedback quotes the hidden tests.
+"""Render: RedactHiddenSource, no output of the feedback quotes the hidden tests.
 
 The grading kernel has to receive a test cell's hidden part to run it, and student code can read
 it there: IPython keeps every cell's source in `linecache`, so `inspect.stack()`,

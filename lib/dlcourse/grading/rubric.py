@@ -1,4 +1,4 @@
-"""ShowRubric: the answer key and marking rubric beside each answer graded by hand, on formgrader's
+"""Render: ShowRubric, the answer key and marking rubric beside each answer graded by hand, on formgrader's
 grading page.
 
 Formgrader renders a student's stored autograded notebook with an HTMLExporter of its own (template

@@ -1,4 +1,4 @@
-"""SanitizeStudentOutput: what a student produced is safe to render as HTML.
+"""Render: SanitizeStudentOutput, what a student produced is safe to render as HTML.
 
 The feedback file, formgrader's manual-grading page (served from the instructor's own Jupyter
 origin) and JupyterLab all render a graded notebook's outputs and markdown as HTML. Without this

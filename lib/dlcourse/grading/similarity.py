@@ -1,4 +1,4 @@
-"""Answers that look copied: one answer cell compared across the class, with copydetect.
+"""Render: answers that look copied, one answer cell compared across the class, with copydetect.
 
 copydetect (a plagiarism detector made for programming classes: Schleimer, Wilkerson and Aiken's
 winnowing, as in MOSS) tokenizes each answer with pygments and replaces every variable, function
