@@ -22,12 +22,7 @@ STEPS = ("Intake", "Cage", "Run", "Render", "Record", "Shared")   # "Shared": us
 # kernel_checks.py runs INSIDE the student's kernel: integrity.baseline_source executes its source
 # as one module, which must stay self-contained (stdlib and IPython only). Cut in two, the parts
 # would have to be joined again in order inside the kernel; it stays whole.
-# report.py (grades.csv and the report) is to be cut in a change of its own.
-LONGER = {"kernel_checks", "report"}
-
-# modules whose docstring does not open with its step yet (their owners mark them), and that step
-NOT_MARKED_YET = {"feedback": "Render", "redact": "Render", "report": "Render", "rubric": "Render",
-                  "sanitize": "Render", "similarity": "Render"}
+LONGER = {"kernel_checks"}
 
 
 def imported_grading_modules(path: Path) -> set[str]:
@@ -109,8 +104,6 @@ def test_a_grading_module_is_small(name):
 def test_a_grading_module_says_its_step(name):
     doc = ast.get_docstring(ast.parse((GRADING / f"{name}.py").read_text())) or ""
     step = doc.split(":", 1)[0]
-    if name in NOT_MARKED_YET and step not in STEPS:
-        return
     assert step in STEPS, f"{name}.py's docstring must open with its step, one of {STEPS}: {doc[:80]!r}"
 
 
