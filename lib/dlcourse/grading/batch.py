@@ -118,7 +118,8 @@ def _run_here(root: Path, assignment: str, settings: Settings, cfg, url: str, ou
     froze = False
     try:
         if todo:
-            warm_up()
+            warm_up([*cfg.Autograde.get("autograde_preprocessors", []), *cfg.GenerateFeedback.get("preprocessors", []),
+                     *cfg.HTMLExporter.get("preprocessors", [])], sorted((root / "solutions" / assignment).glob("*.ipynb")))
             remember_highlights(sorted(_release(root, cfg, assignment).glob("*.ipynb")))   # what every copy shares
             froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
             gc.freeze()   # what the workers inherit: their collections never walk (and copy) it

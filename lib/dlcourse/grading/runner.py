@@ -25,6 +25,7 @@ from dlcourse.grading.cage import claim_uids, kill_uid
 from dlcourse.grading.cgroups import MemoryCap
 from dlcourse.grading.kernel_template import LISTENING, KernelTemplate, notebook_imports
 from dlcourse.grading.outcome import RETRY_NOTE, Failure, Job, Outcome, Row, fork_trouble
+from dlcourse.grading.redact import remember_messages
 from dlcourse.grading.settings import Settings
 from dlcourse.grading.worker import worker
 from dlcourse.grading.worker_process import WorkerContext
@@ -291,12 +292,24 @@ WARM_UP_NOTEBOOK = {
 }
 
 
-def warm_up() -> None:
+def warm_up(plugins=(), solutions=()) -> None:
     """Do once, in the batch's own process, what every worker would otherwise do again: import
     nbformat's schema validators, pygments' lexers (their regular expressions are compiled on
     first use and kept on the class) and the rest of nbconvert's HTML export, by rendering
-    WARM_UP_NOTEBOOK. The workers are forks of this process and inherit all of it. Nothing is
-    written."""
+    WARM_UP_NOTEBOOK; import the modules of `plugins` (the preprocessors the course's
+    nbgrader_config.py names by their dotted names); read what the `solutions` notebooks import
+    and what their tests' messages say (the kernel's preload and the feedback's redaction). The
+    workers are forks of this process and inherit all of it. Nothing is written."""
+    import importlib
+
     import nbformat
     from nbconvert.exporters import HTMLExporter
     HTMLExporter().from_notebook_node(nbformat.from_dict(WARM_UP_NOTEBOOK))
+    for dotted in plugins:
+        if isinstance(dotted, str) and "." in dotted:
+            try:
+                importlib.import_module(dotted.rpartition(".")[0])
+            except ImportError:   # the worker meets it and says so, as it would without the warm-up
+                pass
+    notebook_imports(solutions)
+    remember_messages(solutions)
