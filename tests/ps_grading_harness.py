@@ -22,6 +22,9 @@ the tests that are its own:
         def test_in_place_change_of_the_input_is_reported(self, graded):
             assert graded.cell("frank", "test_cross_entropy").ename == "InputModifiedError"
 """
+import fcntl
+import os
+import pickle
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -177,6 +180,24 @@ def grade(ps: ProblemSet, root) -> Graded:
     return Graded(ps, course, autograde, feedback, course.scores(ps.assignment, ps.notebook))
 
 
+def grade_once(ps: ProblemSet, tmp_path_factory) -> Graded:
+    """`grade(ps)` once per test session: under pytest-xdist the first worker that needs it grades
+    the class, the others wait for it and read its course and scores (grading is the slow part)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return grade(ps, tmp_path_factory.mktemp("course"))
+    shared = tmp_path_factory.getbasetemp().parent / ps.assignment  # this session's, for every worker
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = shared / "graded.pickle"
+        if not result.exists():
+            (shared / "course").mkdir()
+            graded = grade(ps, shared / "course")
+            result.write_bytes(pickle.dumps((graded.autograde, graded.feedback, graded.scores)))
+        autograde, feedback, scores = pickle.loads(result.read_bytes())
+    return Graded(ps, Course(shared / "course"), autograde, feedback, scores)
+
+
 class ProblemSetTests:
     """The tests every problem set shares, generated from the subclass's `ps`."""
     ps: ProblemSet
@@ -184,7 +205,7 @@ class ProblemSetTests:
     @pytest.fixture(scope="class")
     @classmethod
     def graded(cls, tmp_path_factory) -> Graded:
-        return grade(cls.ps, tmp_path_factory.mktemp("course"))
+        return grade_once(cls.ps, tmp_path_factory)
 
     def pytest_generate_tests(self, metafunc):
         cases = {"test_each_student_scores_exactly_as_planted": ("student", sorted(self.ps.students)),
