@@ -7,18 +7,23 @@ PostgreSQL-like socket, an instructor secret in the grader's environment and a T
 * `thief` searches the file system for solution notebooks and runs the solution it finds;
 * `spy` lists what it can see (the root, the planted folders, /tmp, its scratch folder's parents)
   and tries the socket, the secret, the gradebook and the network;
+* `peeker` tries to import and read the instructor's tools in the course's package (the grader,
+  the hub, the notebook tools), which its kernel must not see, and the modules notebooks use;
 * `disk` writes 15 files of 200 MB into its scratch folder (quota: 256 MB);
 * `hog` allocates 150 MB in each of 8 processes (cap of the whole kernel: 768 MB);
 * `alice` and `bob` are honest and must be graded as usual in the same batch, and `plotter`
   (torch, numpy, a matplotlib figure) must run without a word on stderr: in a test cell any
   stderr output (say, a library complaining about a file the sandbox left out) scores 0.
 
-The cgroup v1/v2 detection is also tested on fake cgroup folders, which runs anywhere.
+The cgroup v1/v2 detection is also tested on fake cgroup folders, which runs anywhere; the
+package's view alone is also tested in a bare sandbox (a fresh kernel's: the batch's are forks).
 """
 import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -29,8 +34,11 @@ from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
 from nbgrader_harness import grade_id, solved, tiny_course
 from system_packages import ensure_debian_packages
 
+from dlcourse.grading import kernel_checks
 from dlcourse.grading.batch import MEMORY_CAP, Settings, grade_batch
+from dlcourse.grading.cage import SandboxUnavailable, bwrap_prefix, check_bwrap, instructor_modules
 from dlcourse.grading.cgroups import MemoryCap, find_parent
+from dlcourse.grading.kernel_template import NOT_PRELOADED
 from dlcourse.grading.sandbox import Limits, readable_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +107,35 @@ print("SPY", json.dumps(seen))
 def add(a, b):
     return a + b
 '''
+
+# what a kernel finds of the instructor's tools, and of two modules that notebooks import
+PEEK = '''
+import importlib, json, os, sys
+import dlcourse
+def _import(name):
+    try:
+        importlib.import_module(name)
+        return "imported"
+    except Exception as e:
+        return type(e).__name__
+def _read(path):
+    try:
+        with open(os.path.join(os.path.dirname(dlcourse.__file__), path), "rb") as f:
+            return f"read {len(f.read())} bytes"
+    except Exception as e:
+        return type(e).__name__
+print("PEEK", json.dumps({
+    "imports": {m: _import(m) for m in ("dlcourse.hub", "dlcourse.hub_access", "dlcourse.grading.batch",
+                                        "dlcourse.notebooks", "dlcourse.conv", "dlcourse.checks")},
+    "files": {f: _read(f) for f in ("hub.py", "hub_access.py", "notebooks.py", "grading/batch.py", "grading/__init__.py",
+                                    "grading/kernel_checks.py", f"__pycache__/hub.{sys.implementation.cache_tag}.pyc")},
+}))
+def add(a, b):
+    return a + b
+'''
+HIDDEN = {"dlcourse.hub": "ModuleNotFoundError", "dlcourse.hub_access": "ModuleNotFoundError",
+          "dlcourse.grading.batch": "ModuleNotFoundError", "dlcourse.notebooks": "ModuleNotFoundError",
+          "dlcourse.conv": "imported", "dlcourse.checks": "imported"}
 
 DISK = '''
 import os
@@ -195,7 +232,7 @@ def batch(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("submissions")
     for student, code in {"alice": None, "bob": "release", "thief": THIEF, "spy": spy, "disk": DISK, "hog": HOG,
-                          "plotter": PLOTTER}.items():
+                          "plotter": PLOTTER, "peeker": PEEK}.items():
         nb = course.read("exercises", ASSIGNMENT, f"{NOTEBOOK}.ipynb") if code == "release" \
             else solved(course, ASSIGNMENT, NOTEBOOK, {"add": code} if code else None)
         (folder / student).mkdir(parents=True)
@@ -254,6 +291,41 @@ def test_kernel_sees_only_what_it_needs(batch):
     assert seen["env"] is False and seen["proc_environ"] == [], seen
     assert seen["network"] in ("ConnectionRefusedError", "OSError", "TimeoutError"), seen
     assert seen["uid"] != 0
+
+
+def _assert_no_instructor_tools(seen: dict) -> None:
+    assert seen["imports"] == HIDDEN, seen["imports"]
+    assert set(seen["files"].values()) == {"FileNotFoundError"}, seen["files"]
+
+
+def test_the_kernel_has_no_instructor_tools(batch):
+    """From inside a graded kernel: the grader, the hub and the notebook tools can be neither
+    imported nor read; the modules notebooks use import as usual."""
+    course, _, rows = batch
+    assert _parts(rows["peeker"]) == POINTS, rows["peeker"]
+    _assert_no_instructor_tools(json.loads(_cell_text(course, "peeker").split("PEEK ", 1)[1].splitlines()[0]))
+
+
+def test_a_bare_sandbox_shows_the_package_without_instructor_tools(tmp_path):
+    """The same from the first process of a sandbox, as a fresh kernel (no template) starts."""
+    try:
+        check_bwrap()
+    except SandboxUnavailable as e:
+        pytest.skip(str(e))
+    scratch, connection = tmp_path / "scratch", tmp_path / "conn"
+    scratch.mkdir(mode=0o777)
+    connection.mkdir()
+    (scratch / "peek.py").write_text(PEEK)
+    cmd = bwrap_prefix(str(scratch), str(connection), os.geteuid() == 0) + [sys.executable, "-I", "peek.py"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    _assert_no_instructor_tools(json.loads(out.split("PEEK ", 1)[1]))
+
+
+def test_one_list_names_the_instructor_tools():
+    """The kernel template preloads none of them, and the kernel's integrity check snapshots none
+    (kernel_checks.py runs in the kernel, stdlib only: it keeps a copy of the list)."""
+    assert set(NOT_PRELOADED) == set(kernel_checks.INSTRUCTOR_TOOLS) == set(instructor_modules())
+    assert {"dlcourse.grading", "dlcourse.hub", "dlcourse.notebooks"} <= set(instructor_modules())
 
 
 def test_what_students_use_runs_without_complaints_in_the_sandbox(batch):

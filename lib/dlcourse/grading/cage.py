@@ -7,7 +7,8 @@ so student code could read solutions/ and the gradebook. Here every kernel start
     bwrap --tmpfs /                                           (an empty root: an allow-list, not a deny-list)
           --ro-bind /usr, /bin -> usr/bin, ...                (system programs and libraries)
           --ro-bind /etc/ld.so.cache, /etc/localtime, ...     (the few /etc files Python reads)
-          --ro-bind <python> <venv> <dlcourse package>        (the interpreter and what student code imports)
+          --ro-bind <python> <venv>                           (the interpreter and the libraries)
+          --tmpfs <dlcourse> --ro-bind <its student modules>  (the course's package without the instructor's tools)
           --tmpfs /tmp                                        (empty, read-only for the kernel's uid)
           --bind <scratch> --bind <connection dir>            (the only writable places, on a size-limited tmpfs)
           --unshare-net --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent ...
@@ -21,6 +22,8 @@ gives it the stage's limits, uid and environment; the anchor lives as long as th
 Nothing else of the host exists inside: not the course, other checkouts of it under /srv or
 /opt, other students' scratch folders, the gradebook or its PostgreSQL socket, /home, /root.
 The kernel starts with an environment of a few whitelisted variables (KEEP_ENV).
+Of the dlcourse package it sees what notebooks import: INSTRUCTOR_TOOLS (the grader, the hub,
+the notebook tools) are absent, but for the two scripts that start a kernel (KERNEL_SIDE).
 
 Kernel and grader talk over IPC sockets in the connection dir (TCP cannot cross --unshare-net).
 Interrupts are sent as messages (a SIGINT to bwrap would kill the whole sandbox). When the worker
@@ -33,6 +36,8 @@ unprivileged uid too where that user can reach the Python installation (not unde
 Kernel uids: each batch claims one uid per worker slot (`claim_uids`, FIRST_UID and up, locked
 so that two batches on one machine never share one) and kills what a uid left behind (`kill_uid`).
 The memory cgroup is cgroups.py's.
+
+The hub (dlcourse.hub) builds its servers' view with the same pieces: `reachable_view`.
 """
 import ctypes
 import fcntl
@@ -48,14 +53,20 @@ from pathlib import Path
 
 from dlcourse.grading._kernel_stage import clean_environment
 
-__all__ = ["FIRST_UID", "STAGE", "Limits", "SandboxUnavailable", "bwrap_prefix", "check_bwrap", "claim_uids",
-           "clean_environment", "kernel_reachable", "kill_uid", "private_tmpfs", "readable_paths"]
+__all__ = ["FIRST_UID", "INSTRUCTOR_TOOLS", "KERNEL_SIDE", "STAGE", "Limits", "SandboxUnavailable", "blocked_parent",
+           "bwrap_prefix", "check_bwrap", "claim_uids", "clean_environment", "instructor_modules", "kernel_reachable",
+           "kill_uid", "others_can_enter", "private_tmpfs", "reachable_view", "readable_paths"]
 
 STAGE = Path(__file__).with_name("_kernel_stage.py")
 PACKAGE_ROOT = STAGE.parents[1]  # lib/dlcourse: the package students may import
 FIRST_UID = 60000
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts", "mime.types", "fonts")
+# the instructor's tools in PACKAGE_ROOT, which no kernel sees: the grader, the hub, the notebook
+# tools; of them only KERNEL_SIDE is there, the scripts that start a kernel inside the sandbox
+# (stdlib only, run by path; kernel_checks.py reaches the kernel as the text of the hidden first cell)
+INSTRUCTOR_TOOLS = ("grading", "hub.py", "hub_access.py", "notebooks.py")
+KERNEL_SIDE = ("grading/_kernel_stage.py", "grading/_sandbox_anchor.py")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -100,26 +111,44 @@ def check_bwrap() -> None:
                                  "(pass --unsandboxed to grade without a sandbox)")
 
 
-def readable_paths() -> list[Path]:
-    """Host folders the kernel reads besides the system's: the interpreter, the virtual
-    environment and the dlcourse package (nothing else of the course)."""
-    wanted = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-              Path(sys.executable).resolve().parent, PACKAGE_ROOT.resolve()}
-    system = [Path(s).resolve() for s in SYSTEM]
+def instructor_modules() -> tuple[str, ...]:
+    """INSTRUCTOR_TOOLS as module names: dlcourse.grading, dlcourse.hub, ..."""
+    return tuple(f"{PACKAGE_ROOT.name}.{name.removesuffix('.py')}" for name in INSTRUCTOR_TOOLS)
+
+
+def _student_entry(name: str) -> bool:
+    """Whether the kernel sees this entry of PACKAGE_ROOT or of its __pycache__ (hub.cpython-311.pyc
+    is the hub's)."""
+    return name.split(".")[0] not in {tool.removesuffix(".py") for tool in INSTRUCTOR_TOOLS}
+
+
+def _outermost(paths) -> list[Path]:
+    """The paths, outermost first, less those inside another (an outer bind already shows them)."""
     kept = []
-    for p in sorted(wanted, key=lambda q: len(q.parts)):  # skip what an outer bind already shows
-        if not any(p == s or s in p.parents for s in system + kept):
+    for p in sorted(set(paths), key=lambda q: len(q.parts)):
+        if not any(p == k or k in p.parents for k in kept):
             kept.append(p)
     return kept
 
 
-class _Tree:
-    """bwrap arguments that build the sandbox's file tree on an empty root, each missing parent
-    folder made 0755 (bwrap would make them 0700: unreachable for the kernel's uid)."""
+def readable_paths() -> list[Path]:
+    """Host folders the kernel reads besides the system's: the interpreter, the virtual
+    environment and the dlcourse package (nothing else of the course; of the package, what
+    `_package_view` shows)."""
+    wanted = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+              Path(sys.executable).resolve().parent, PACKAGE_ROOT.resolve()]
+    system = [Path(s).resolve() for s in SYSTEM]
+    return [p for p in _outermost(wanted) if not any(p == s or s in p.parents for s in system)]
 
-    def __init__(self):
-        self.args: list[str] = ["--tmpfs", "/"]
-        self.made = {Path("/")}
+
+class _Tree:
+    """bwrap arguments that build a file tree on `args` (an empty root by default), each missing
+    parent folder made 0755 (bwrap would make them 0700: unreachable for the kernel's uid);
+    `made` holds the folders that exist already."""
+
+    def __init__(self, args=("--tmpfs", "/"), made=(Path("/"),)):
+        self.args: list[str] = list(args)
+        self.made = set(made)
 
     def _parents(self, path: Path) -> None:
         for a in reversed(path.parents):
@@ -134,10 +163,28 @@ class _Tree:
         self.args += [*before, option, *([str(source)] if source is not None else []), str(path)]
 
 
+def _package_view(tree: _Tree) -> None:
+    """The dlcourse package as kernels see it, read-only: an empty folder in its place holding its
+    entries but INSTRUCTOR_TOOLS (in __pycache__ too), and KERNEL_SIDE."""
+    root = PACKAGE_ROOT.resolve()
+    tree.add("--tmpfs", root, before=["--perms", "0755"])
+    for entry in sorted(root.iterdir()):
+        if entry.name == "__pycache__":
+            tree.add("--dir", entry, before=["--perms", "0755"])
+            for cached in sorted(entry.iterdir()):
+                if _student_entry(cached.name):
+                    tree.add("--ro-bind", cached, source=cached)
+        elif _student_entry(entry.name):
+            tree.add("--ro-bind", entry, source=entry)
+    for name in KERNEL_SIDE:
+        tree.add("--ro-bind", root / name, source=root / name)
+    tree.args += ["--remount-ro", str(root)]
+
+
 def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs_mb: int = 0) -> list[str]:
     """bwrap arguments for an allow-list sandbox: an empty root with only the system folders, a
-    few /etc files, the Python environment and the dlcourse package (read-only), and scratch and
-    the connection folder (writable). scratch_tmpfs_mb > 0 mounts scratch as a tmpfs of that size
+    few /etc files, the Python environment and the dlcourse package but its instructor's tools
+    (read-only), and scratch and the connection folder (writable). scratch_tmpfs_mb > 0 mounts scratch as a tmpfs of that size
     inside the sandbox (for callers that could not put it on a size-limited tmpfs themselves)."""
     tree = _Tree()
     tree.args += ["--dev", "/dev", "--proc", "/proc"]
@@ -155,7 +202,9 @@ def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs
         if (Path("/etc") / name).exists():
             tree.add("--ro-bind", Path("/etc") / name, source=Path("/etc") / name)
     for p in readable_paths():
-        tree.add("--ro-bind", p, source=p)
+        if p != PACKAGE_ROOT.resolve():
+            tree.add("--ro-bind", p, source=p)
+    _package_view(tree)
     if scratch_tmpfs_mb > 0:
         tree.add("--tmpfs", scratch, before=["--perms", "1777", "--size", str(scratch_tmpfs_mb * 2**20)])
     else:
@@ -233,8 +282,44 @@ def kill_uid(uid: int) -> None:
 def kernel_reachable() -> bool:
     """Can an unprivileged uid run this Python without the sandbox? (Not when it lives under a
     private folder such as /root: then an unsandboxed kernel keeps the grader's user.)"""
-    for target in (Path(sys.executable).resolve(), Path(sys.prefix), Path(sys.base_prefix), STAGE):
-        for folder in [target, *target.parents]:
-            if folder.is_dir() and not folder.stat().st_mode & stat.S_IXOTH:
-                return False
-    return True
+    targets = (Path(sys.executable).resolve(), Path(sys.prefix), Path(sys.base_prefix), STAGE)
+    return all(blocked_parent(t) is None and (not t.is_dir() or others_can_enter(t)) for t in targets)
+
+
+def others_can_enter(folder: Path) -> bool:
+    """Whether users other than its owner and group may enter `folder` (False if it cannot be read)."""
+    try:
+        return bool(folder.stat().st_mode & stat.S_IXOTH)
+    except OSError:
+        return False
+
+
+def blocked_parent(path: Path) -> Path | None:
+    """The outermost folder above `path` that other users cannot enter; None if every folder on the
+    way can be entered (`path` itself may be private: its own permissions apply as they are)."""
+    path = Path(os.path.abspath(path))
+    for folder in reversed(path.parents):
+        if not others_can_enter(folder):
+            return folder
+    return None
+
+
+def reachable_view(paths: list[Path], bwrap: str = "bwrap") -> list[str]:
+    """[] when every path can be reached by any user; otherwise a bubblewrap command (run as root)
+    that shows the same file system except that each blocking folder is replaced by an empty one
+    (mode 0755) holding only the needed paths, bound in place. Permissions of the files still apply."""
+    binds: dict[Path, list[Path]] = {}
+    for p in paths:
+        p = Path(os.path.abspath(p))
+        top = blocked_parent(p)
+        if top is not None:
+            binds.setdefault(top, []).append(p)
+    if not binds:
+        return []
+    tree = _Tree([bwrap, "--dev-bind", "/", "/"], made=())
+    for top, inside in sorted(binds.items()):
+        tree.made |= {top, *top.parents}
+        tree.args += ["--perms", "0755", "--tmpfs", str(top)]
+        for p in _outermost(inside):
+            tree.add("--bind", p, source=p)
+    return tree.args

@@ -50,7 +50,7 @@ LIBRARY_MODULES = ("math", "operator", "numpy", "numpy.testing", "numpy.testing.
                    "torch.testing", "torch.testing._comparison")
 LIBRARY_CLASSES = (("torch", "Tensor"), ("torch.nn.modules.module", "Module"))
 COURSE_PACKAGE = "dlcourse"
-INSTRUCTOR_TOOLS = ("dlcourse.grading", "dlcourse.hub", "dlcourse.notebooks")   # never snapshotted nor reloaded
+INSTRUCTOR_TOOLS = ("dlcourse.grading", "dlcourse.hub", "dlcourse.hub_access", "dlcourse.notebooks")   # never snapshotted nor reloaded
 # callbacks that libraries register on IPython's events themselves (matplotlib's inline backend
 # flushes figures after each cell): a genuine one, as its module's file defines it, is no tampering
 LIBRARY_CALLBACKS = (("matplotlib.pyplot", "_draw_all_if_interactive"),

@@ -41,18 +41,19 @@ import tempfile
 from pathlib import Path
 
 from dlcourse.grading._kernel_stage import clean_environment
+from dlcourse.grading.cage import instructor_modules
 
 ANCHOR = Path(__file__).with_name("_sandbox_anchor.py")
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")   # mnt last: entering it changes the root
 # what a grading kernel imports before the student's first line: ipykernel and what it starts
 # (its debugger: debugpy), then numpy and torch; plus every plain module of dlcourse (`preload`)
-# but the instructor's tools, which no notebook imports (they pull in nbformat and JupyterHub)
+# but the instructor's tools, which no kernel can import (cage.INSTRUCTOR_TOOLS)
 PRELOAD = ("numpy", "numpy.random", "torch", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
            "ipykernel.zmqshell", "ipykernel.debugger", "debugpy.server.api", "IPython.core.completerlib",
            "IPython.core.debugger", "IPython.core.oinspect", "IPython.core.logger", "IPython.extensions.storemagic",
            "IPython.utils.wildcard", "sqlite3", "tornado.locks", "tornado.queues", "tornado.platform.asyncio",
            "faulthandler", "dlcourse.grading._kernel_stage")
-NOT_PRELOADED = ("dlcourse.notebooks", "dlcourse.hub")
+NOT_PRELOADED = instructor_modules()
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
 PRIORITY = -10   # the template's nice value (root): its imports come before the workers' own work
 LISTENING, READY = "kernel template listening", "kernel template ready"
