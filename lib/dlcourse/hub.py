@@ -25,7 +25,9 @@ reports part by part (dlcourse.validate). Terminals are bash with the course's P
 What students may read of this checkout and of the course directory is an allow-list (`PUBLIC`:
 the library, the lectures, the release, the hub's settings, the virtual environment); everything
 else (git history, solutions, tests, benchmarks, students' work, grades, backups) is closed to
-them (`close_course`). To use a university login (OAuth, LTI) or containers
+them (`close_course`): dlcourse.hub_access. Where the course's Python lies below a folder users
+cannot enter, servers start in a bubblewrap view built as the grader's cage builds its sandbox
+(dlcourse.grading.cage.reachable_view). To use a university login (OAuth, LTI) or containers
 (DockerSpawner, KubeSpawner), set `c.JupyterHub.authenticator_class` / `c.JupyterHub.spawner_class`
 after `apply` in hub/jupyterhub_config.py: nothing in the course's files depends on them.
 """
@@ -33,13 +35,21 @@ import os
 import pwd
 import re
 import signal
-import stat
 import sys
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Integer, List, Unicode, default, validate
 from traitlets.config import Configurable
+
+from dlcourse.grading.cage import blocked_parent, reachable_view
+from dlcourse.hub_access import (PRIVATE, PUBLIC, SECRET_MARKERS, close_course, close_home, has_password,
+                                 prepare_exchange, protect_course, secret_lines)
+
+__all__ = ["ACCOUNT", "HUB_FILES", "PRIVATE", "PUBLIC", "REPO", "SECRET_MARKERS", "CourseHub", "CourseSpawner",
+           "HubConfigError", "blocked_parent", "close_course", "close_home", "default_workspace",
+           "formgrader_redirects", "has_password", "main", "prepare_exchange", "protect_course", "reachable_view",
+           "secret_lines", "seed_file"]
 
 REPO = Path(__file__).resolve().parents[2]
 HUB_FILES = REPO / "hub"
@@ -247,165 +257,6 @@ class CourseHub(Configurable):
             spawner.notebook_dir = self.course_dir
         else:
             spawner.first_workspace = str(HUB_FILES / "workspaces" / "student.jupyterlab-workspace")
-
-
-PRIVATE = ("solutions", "submitted", "autograded", "feedback", "grades")  # and the gradebook
-
-
-def protect_course(course: Path) -> None:
-    """Keep the instructor's parts of the course (hidden tests, students' work, grades, the SQLite
-    gradebook) to the course's owner: folders 0700, created now if missing (nbgrader would create
-    them later with the umask's 0755), the SQLite gradebook 0600 (an empty file is a valid empty
-    database: created now, SQLite keeps its mode). The rest (exercises, lectures, the library and
-    its Python) stays readable: every user's server runs from it."""
-    owner = course.stat()
-    for name in PRIVATE:
-        folder = course / name
-        if not folder.exists():
-            folder.mkdir()
-            os.chown(folder, owner.st_uid, owner.st_gid)
-        folder.chmod(0o700)
-    gradebook = course / "gradebook.db"
-    if not gradebook.exists():
-        gradebook.touch(mode=0o600)
-        os.chown(gradebook, owner.st_uid, owner.st_gid)
-    for db in course.glob("gradebook.db*"):
-        db.chmod(0o600)
-
-
-# What other users may read of the checkout and of the course directory: everything their servers,
-# kernels and the lectures need. Anything else at the top of those folders (.git, solutions/, tests/,
-# benchmarks/, students' work, the gradebook, .jupyter-state/ with its screenshots, a backup the
-# instructor left there) is closed: an allow-list, so that what nobody thought of stays private.
-PUBLIC = frozenset({
-    ".venv",                    # the course's Python: every user's server runs from it
-    "lib",                      # the library (its reference twins, imported by the lectures)
-    "lectures", "exercises",    # the lectures and the release (no solutions: tests/test_project.py)
-    "hub", "jupyter",           # the servers' settings (nbgrader, JupyterLab)
-    "START.md", "README.md", "Makefile", "pyproject.toml", "environment.yml", "nbgrader_config.py",
-})
-
-
-def close_course(folder: Path, public: frozenset[str] = PUBLIC) -> list[Path]:
-    """Remove group's and others' access to every entry at the top of `folder` that is not in
-    `public` (symbolic links are left alone: chmod would change what they point to); the folder
-    itself stays open. Returns what was closed."""
-    closed = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name in public or entry.is_symlink():
-            continue
-        mode = stat.S_IMODE(entry.lstat().st_mode)
-        if mode & 0o077:
-            entry.chmod(mode & ~0o077)
-            closed.append(entry)
-    return closed
-
-
-def close_home(account: str) -> bool:
-    """Make `account`'s home private (0700) if it belongs to the account and others can open it
-    (`useradd` without HOME_MODE=0700 makes it 0755). True if it was changed."""
-    try:
-        home = Path(pwd.getpwnam(account).pw_dir)
-        info = home.stat()
-    except (KeyError, OSError):
-        return False
-    if not home.is_dir() or info.st_uid != pwd.getpwnam(account).pw_uid or not info.st_mode & 0o077:
-        return False
-    home.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
-    return True
-
-
-SECRET_MARKERS = re.compile(r"(BEGIN|END) (SOLUTION|HIDDEN TESTS)")
-
-
-def secret_lines(solutions: Path, public_text: str, shortest: int = 30) -> set[str]:
-    """What must not reach a student: every line of 'shortest' characters or more inside the
-    ### BEGIN SOLUTION / BEGIN HIDDEN TESTS blocks of the source notebooks under `solutions`,
-    as written in the notebook, in its JSON file and in HTML, less the forms found in
-    `public_text` (the release, the lectures and the library legitimately share some lines)."""
-    import html
-    import json
-
-    lines = set()
-    for path in sorted(solutions.glob("*/*.ipynb")):
-        for cell in json.loads(path.read_text())["cells"]:
-            inside = False
-            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-            for line in source.splitlines():
-                marker = SECRET_MARKERS.search(line)
-                if marker:
-                    inside = marker.group(1) == "BEGIN"
-                elif inside and len(line.strip()) >= shortest:
-                    lines.add(line.strip())
-    forms = {form for line in lines for form in (line, json.dumps(line)[1:-1], html.escape(line))}
-    return {form for form in forms if form not in public_text}
-
-
-def has_password(account: str, shadow: Path = Path("/etc/shadow")) -> bool:
-    """Whether `account` has a password PAM can check: its /etc/shadow entry is neither empty,
-    nor locked ("!..."), nor "*". True where the file cannot be read (not root: no opinion), and
-    False for an account that is not in it (the hub creates students later, without one)."""
-    try:
-        lines = shadow.read_text().splitlines()
-    except OSError:
-        return True
-    for line in lines:
-        fields = line.split(":")
-        if fields[0] == account and len(fields) > 1:
-            return bool(fields[1]) and not fields[1].startswith(("!", "*"))
-    return False
-
-
-def prepare_exchange(path: Path) -> None:
-    """nbgrader's exchange: a folder everyone can write into (0777, as nbgrader checks), with the
-    sticky bit, so that only a file's owner may delete or rename it."""
-    path.mkdir(parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != 0o1777:
-        path.chmod(0o1777)
-
-
-def _others_can_enter(folder: Path) -> bool:
-    try:
-        return bool(folder.stat().st_mode & stat.S_IXOTH)
-    except OSError:
-        return False
-
-
-def blocked_parent(path: Path) -> Path | None:
-    """The outermost folder above `path` that other users cannot enter; None if every folder on the
-    way can be entered (`path` itself may be private: its own permissions apply as they are)."""
-    path = Path(os.path.abspath(path))
-    for folder in reversed(path.parents):
-        if not _others_can_enter(folder):
-            return folder
-    return None
-
-
-def reachable_view(paths: list[Path], bwrap: str = "bwrap") -> list[str]:
-    """[] when every path can be reached by any user; otherwise a bubblewrap command (run as root)
-    that shows the same file system except that each blocking folder is replaced by an empty one
-    (mode 0755) holding only the needed paths, bound in place. Permissions of the files still apply."""
-    binds: dict[Path, list[Path]] = {}
-    for p in paths:
-        p = Path(os.path.abspath(p))
-        top = blocked_parent(p)
-        if top is not None:
-            binds.setdefault(top, []).append(p)
-    if not binds:
-        return []
-    args = [bwrap, "--dev-bind", "/", "/"]
-    for top, inside in sorted(binds.items()):
-        args += ["--perms", "0755", "--tmpfs", str(top)]
-        made = {top}
-        for p in sorted(set(inside), key=lambda q: len(q.parts)):
-            if any(m in p.parents for m in inside if m != p):
-                continue  # an outer bind already shows it
-            for a in reversed(p.parents):
-                if top in a.parents and a not in made:
-                    made.add(a)
-                    args += ["--perms", "0755", "--dir", str(a)]
-            args += ["--bind", str(p), str(p)]
-    return args
 
 
 def default_workspace(home: str) -> str:
