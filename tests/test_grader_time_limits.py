@@ -3,7 +3,8 @@
 A correct answer that spends 5 s more than the solution in one cell keeps full marks; an endless
 loop is stopped at the derived limit (the floor here), not at the course's configured limit; the
 feedback and grades.csv say which cell hit which limit and why. The limits are small so that the
-batch runs in seconds. A batch run again with the same solutions on the same host takes the
+batch runs in seconds. The solution is timed only once a cell runs past the floor (a class that
+stays within it never runs it). A batch run again with the same solutions on the same host takes the
 solution's times kept by the first instead of timing it again.
 """
 import csv
@@ -86,6 +87,40 @@ def test_a_slower_correct_answer_keeps_its_marks_and_a_loop_stops_at_the_derived
     again = {r["student"]: r for r in grade_batch(course.root, ASSIGNMENT, folder, settings, progress=False)}
     assert solution_log.stat().st_mtime_ns == stamp, "the model solution was run again"
     assert any(n.startswith(f"test_mean: stopped after {FLOOR} s: {WHY}") for n in again["loops"]["notes"]), again["loops"]
+
+
+def test_a_class_whose_cells_all_end_within_the_floor_never_runs_the_model_solution(tmp_path):
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    course = tiny_course(tmp_path / "course")
+    folder = tmp_path / "subs"
+    for student in ("honest", "also_honest"):
+        (folder / student).mkdir(parents=True)
+        nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK), folder / student / f"{NOTEBOOK}.ipynb")
+    settings = Settings(cell_timeout=COURSE_LIMIT, timeout_factor=FACTOR, timeout_floor=FLOOR, budget=120, workers=2,
+                        limits=Limits(memory_mb=1536, processes=40, cpu_seconds=120))
+    rows = grade_batch(course.root, ASSIGNMENT, folder, settings, progress=False)
+    assert all({k: r["parts"][k] for k in POINTS} == POINTS for r in rows), rows
+    logs = course.path("grades", ASSIGNMENT, "logs")
+    assert (logs / "honest.log").is_file() and not (logs / "_model_solution.log").exists()
+    assert not course.path("grades", ASSIGNMENT, "solution_times.json").exists()
+
+
+def test_a_cell_past_the_floor_waits_for_the_solutions_times_and_keeps_its_marks_within_its_limit(tmp_path):
+    # floor 1 s, and a factor so large that every cell's limit is the course's: the slow answer
+    # (3 s) runs past the floor, the batch times the solution, and the cell's reply is still taken
+    ensure_debian_packages(["bubblewrap"], ["bwrap"])
+    course = tiny_course(tmp_path / "course")
+    folder = tmp_path / "subs"
+    (folder / "slow").mkdir(parents=True)
+    nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK, {"mean": "import time\ntime.sleep(3)\ndef mean(xs):\n    return sum(xs) / len(xs)"}),
+                   folder / "slow" / f"{NOTEBOOK}.ipynb")
+    settings = Settings(cell_timeout=COURSE_LIMIT, timeout_factor=1e6, timeout_floor=1, budget=120, workers=2,
+                        limits=Limits(memory_mb=1536, processes=40, cpu_seconds=120))
+    row, = grade_batch(course.root, ASSIGNMENT, folder, settings, progress=False)
+    assert row["status"] == "graded" and {k: row["parts"][k] for k in POINTS} == POINTS, row
+    assert row["seconds"] > 3 and not any("limit" in n for n in row["notes"]), row
+    assert course.path("grades", ASSIGNMENT, "logs", "_model_solution.log").is_file(), "the solution was not timed"
+    assert course.path("grades", ASSIGNMENT, "solution_times.json").is_file()
 
 
 def test_the_solutions_times_are_kept_under_a_key_of_the_notebooks_and_the_kernel(tmp_path):

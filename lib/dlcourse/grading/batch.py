@@ -114,7 +114,7 @@ def _run_here(root: Path, assignment: str, settings: Settings, cfg, url: str, ou
     """Grade `todo` in this machine's slots (`Runner`). What every worker would do again is done
     once before they fork (`warm_up`, the release's highlighting, a frozen heap); each cell's time
     limit comes from the model solution's, kept from an earlier batch on this host with these
-    solutions, or timed in the first slot beside the first students (`handing_off`)."""
+    solutions, or timed in a slot of its own once a cell first runs past the floor (timelimits.py)."""
     froze = False
     try:
         if todo:
@@ -123,7 +123,7 @@ def _run_here(root: Path, assignment: str, settings: Settings, cfg, url: str, ou
             remember_highlights(sorted(_release(root, cfg, assignment).glob("*.ipynb")))   # what every copy shares
             froze = gc.get_freeze_count() == 0   # a caller's own freeze is theirs to undo
             gc.freeze()   # what the workers inherit: their collections never walk (and copy) it
-        done = finish
+        done, on_request = finish, None
         kept, key = out / "solution_times.json", timelimits.solution_key(
             sorted((root / "solutions" / assignment).glob("*.ipynb")), threads=settings.limits.threads,
             sandbox=settings.sandbox, fork_kernels=settings.fork_kernels, cell_timeout=settings.cell_timeout)
@@ -131,16 +131,18 @@ def _run_here(root: Path, assignment: str, settings: Settings, cfg, url: str, ou
             # measured by an earlier batch on this host with these solutions
             settings = replace(settings, solution_seconds=timelimits.kept_times(kept, key))
         if todo and not settings.solution_seconds and settings.timeout_factor != 0:
-            # each cell's time limit from the model solution's, timed in the first slot
+            # each cell's time limit from the model solution's, timed once a cell needs it
             handoff = out / "logs" / f"{SOLUTION}.json"
-            handoff.unlink(missing_ok=True)
+            for old in (handoff, Path(timelimits.wanted(handoff))):
+                old.unlink(missing_ok=True)
             settings = replace(settings, solution_seconds_file=str(handoff))
-            todo.insert(0, Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True))
+            on_request = (Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True),
+                          Path(timelimits.wanted(handoff)))
             done = handing_off(finish, handoff, out / "logs")
         Runner(root, assignment, settings, url, out / "logs", done, template=template,
-               tail_work=report.prepare_report).run(todo, stop)
-        if settings.solution_seconds_file:   # the times measured in this batch, for the next
-            timelimits.keep_times(kept, key, read_json(Path(settings.solution_seconds_file)))
+               tail_work=report.prepare_report, on_request=on_request).run(todo, stop)
+        if settings.solution_seconds_file and Path(settings.solution_seconds_file).exists():
+            timelimits.keep_times(kept, key, read_json(Path(settings.solution_seconds_file)))   # for the next batch
     finally:
         if froze:
             gc.unfreeze()

@@ -64,19 +64,23 @@ class Runner:
     """Runs jobs in `settings.workers` slots: start, watch (budget, memory cap), release, finish."""
 
     def __init__(self, root, assignment, settings: Settings, url: str, logs: Path, done, start_method: str = "fork",
-                 template=None, tail_work=None):
+                 template=None, tail_work=None, on_request=None):
         """done(job, outcome): called once per job with its final Outcome (`Finisher` or a Dask task's);
         start_method: multiprocessing's ("fork", "spawn"), or "subprocess" (worker_process.py: a new
         Python, where this process is daemonic and multiprocessing may not start children);
         template: a launched KernelTemplate (`launch_template`) to fork the kernels from, or None;
         tail_work: a callable run in a thread of this process once every job has started, while
         the last ones run (the report's imports and the library's fingerprints): no worker is
-        forked while it runs (a job tried again waits for it), so no fork inherits a half-done import."""
+        forked while it runs (a job tried again waits for it), so no fork inherits a half-done import;
+        on_request: (job, path): a job started in a slot of its own once `path` appears (a worker
+        asks the batch to time the model solution: timelimits.py), or never."""
         import multiprocessing
         self.root, self.assignment, self.settings, self.url, self.logs = root, assignment, settings, url, logs
         self.done = done
         self.ctx = WorkerContext() if start_method == "subprocess" else multiprocessing.get_context(start_method)
-        self.uids, self.uid_locks = claim_uids(settings.workers)
+        self.on_request = on_request
+        self.spare = settings.workers if on_request else None   # the requested job's own slot
+        self.uids, self.uid_locks = claim_uids(settings.workers + (1 if on_request else 0))
         self.work_root = Path(tempfile.mkdtemp(prefix="dlg-"))
         self.work_root.chmod(0o711)  # the kernels' uids pass through to their own (private) scratch folders
         self.bytecode_dir = self.work_root / "templates"   # the feedback's compiled templates (feedback.py)
@@ -103,6 +107,9 @@ class Runner:
                     raise KeyboardInterrupt(f"stopped by signal {stop[0]}")
                 while todo and self.free:
                     self._start(todo.pop(0), self.free.pop(0))
+                if self.on_request and self.on_request[1].exists():
+                    self._start(self.on_request[0], self.spare)
+                    self.on_request = None
                 # wake as soon as a worker ends; at least every 50 ms (budgets, memory caps, signals)
                 multiprocessing.connection.wait([job.process.sentinel for job in self.running.values()], 0.05)
                 finished = []
@@ -212,7 +219,8 @@ class Runner:
             job.cap.remove()
         shutil.rmtree(job.work, ignore_errors=True)
         del self.running[job.slot]
-        self.free.append(job.slot)
+        if job.slot != self.spare:
+            self.free.append(job.slot)
 
 
 
@@ -240,11 +248,10 @@ def time_solution(root: Path, assignment: str, settings: Settings, url: str, log
 
 
 def handing_off(finish, path: Path, logs: Path):
-    """done(job, outcome) for a batch whose first job times the model solution: that job's cell
-    times go to `path` (atomically; {} when it failed: the course's limit everywhere), where the
-    workers' CellTimeLimits read them; every other job goes to `finish`. So the solution runs in
-    a slot beside the first students instead of before them: a cell that starts before the times
-    are there gets the course's limit."""
+    """done(job, outcome) for a batch that times the model solution when a worker asks for it
+    (`Runner`'s on_request): that job's cell times go to `path` (atomically; {} when it failed:
+    the course's limit everywhere), where the workers' CellTimeLimits read them; every other job
+    goes to `finish`."""
     def done(job, outcome, *args):
         if not job.solution:
             return finish(job, outcome, *args)

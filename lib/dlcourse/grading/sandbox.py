@@ -9,8 +9,9 @@ import os
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 
-from nbclient.util import run_sync
+from nbclient.util import ensure_async, run_sync
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from traitlets import Int, List, Unicode, default
 
@@ -88,6 +89,7 @@ class SandboxedExecute(_execute_base()):
         self._final = None
         self._time_limits = CellTimeLimits(parent=self)
         self._notebook, self._limit, self._imports_cell, self._stock_timeout_error = "", None, None, None
+        self._cell_started, self._cell_msg_id, self._waits_for_times = 0.0, "", False
 
     @default("timeout_func")
     def _timeout_func_default(self):
@@ -98,11 +100,46 @@ class SandboxedExecute(_execute_base()):
         in the grader's first cell and the notebook's first code cell (its imports: none in a kernel
         forked from the template, seconds in a fresh one on a busy machine)."""
         first = cell.get("id") == f"dlg-first-{self.nonce[:8]}" or cell is self._imports_cell
+        self._cell_started = time.monotonic()
+        self._waits_for_times = not first and self._time_limits.pending(self.timeout)
+        if self._waits_for_times:   # until the solution is timed, the floor (see _wait_for_limit)
+            self._limit = None
+            return max(1, round(self._time_limits.timeout_floor))
         self._limit = None if first else self._time_limits.limit(cell, self._notebook, self.timeout)
         return self._limit.seconds if self._limit else self.timeout
 
+    async def _async_poll_for_reply(self, msg_id, cell, timeout, *tasks):
+        """nbclient's; the cell's request id is kept for `_wait_for_limit`."""
+        self._cell_msg_id = msg_id
+        return await super()._async_poll_for_reply(msg_id, cell, timeout, *tasks)
+
+    async def _wait_for_limit(self, cell):
+        """A cell ran past the floor before the model solution was timed: ask the batch to time it
+        (timelimits.py) and keep waiting for the cell's reply, up to its limit once the times are
+        there (the course's until then). The reply, or None once the limit is reached."""
+        self._time_limits.request()
+        while True:
+            if not self._time_limits.pending(self.timeout):
+                self._limit = self._time_limits.limit(cell, self._notebook, self.timeout)
+            left = self._cell_started + (self._limit.seconds if self._limit else self.timeout) - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=min(left, 0.25)))
+            except Empty:
+                await self._async_check_alive()
+                continue
+            if msg["parent_header"].get("msg_id") == self._cell_msg_id:
+                return msg
+
     async def _async_handle_timeout(self, timeout, cell=None):
         """nbclient's; the error a cell stopped at its own limit shows says which limit and why."""
+        if self._waits_for_times:
+            self._waits_for_times = False
+            reply = await self._wait_for_limit(cell)
+            if reply is not None:
+                return reply   # nbclient takes it as the cell's reply
+            timeout = self._limit.seconds if self._limit else self.timeout
         if self._stock_timeout_error is None:   # nbgrader's (or the configured) error, for the course's limit
             self._stock_timeout_error = dict(self.error_on_timeout)
         if self._limit is not None:

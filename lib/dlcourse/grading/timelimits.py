@@ -2,10 +2,15 @@
 
 Stock nbgrader gives every cell one limit (`Execute.timeout`, the course's 300 s), so a student
 whose loop never ends costs that much per looping cell, more than the rest of the class together.
-The batch runs the instructor's solution notebooks once in its warm-up, in a sandboxed kernel like
-the students' (`runner.time_solution`), and every cell then gets
+The instructor's solution notebooks are run in a sandboxed kernel like the students'
+(`runner.time_solution`), and every cell then gets
 
     limit = min(course limit, max(timeout_floor, timeout_factor * the solution's seconds in that cell))
+
+A cell that ends within the floor never needs the solution's time, so a batch times the solution
+only when some cell first runs past the floor (`pending`, `request`): until then a cell's limit is
+the floor, and a cell that reaches it waits (still running) for the solution's times, then for
+the rest of its own limit. A class whose cells all end in time never runs the solution.
 
 A cell the solution does not have (one the student added) gets the same rule with the solution's
 whole notebook as its time; the grader's own first cell gets the course's limit. A loop is stopped
@@ -65,6 +70,18 @@ class CellTimeLimits(LoggingConfigurable):
                 self.solution_seconds = json.load(f) or {}
         return self.solution_seconds
 
+    def pending(self, cap: int | None) -> bool:
+        """Whether the solution's times are still to come (a file to read, not there yet) where they
+        would matter: then a cell may run the floor before its limit is known."""
+        return (self.timeout_factor > 0 and bool(cap) and cap > 0 and self.timeout_floor < cap
+                and not self._times() and bool(self.solution_seconds_file)
+                and not os.path.exists(self.solution_seconds_file))
+
+    def request(self) -> None:
+        """Ask the batch to time the model solution (a cell ran past the floor): `wanted(file)` appears."""
+        with open(wanted(self.solution_seconds_file), "a"):
+            pass
+
     def limit(self, cell, notebook: str, cap: int | None) -> TimeLimit | None:
         """The limit of `cell` of `notebook`; None where the course's limit `cap` applies unchanged."""
         times = self._times().get(notebook)
@@ -83,6 +100,11 @@ class CellTimeLimits(LoggingConfigurable):
         why = (f"more than {self.timeout_factor:g} times the model solution's time ({self.timeout_factor:g} x "
                f"{what}; at least {self.timeout_floor:g} s, at most the course's {cap} s)")
         return TimeLimit(seconds, why)
+
+
+def wanted(times_file) -> str:
+    """The file whose appearance asks the batch to time the solution into `times_file`."""
+    return f"{times_file}.wanted"
 
 
 def solution_key(notebooks, **kernel) -> str:
