@@ -30,7 +30,8 @@ from dlcourse.grading.settings import Settings
 
 
 def grade_on_worker(root: Path, assignment: str, student: str, settings: Settings, url: str, logs: Path) -> dict:
-    """Dask task: grade one student in this worker's sandbox; {"outcome": Outcome, "worker": address}."""
+    """Dask task: grade one student in this worker's sandbox; {"outcome": Outcome, "worker": address}:
+    the Outcome the worker wrote and the runner read back, with the job's notes (a retry's)."""
     from distributed import get_worker
 
     result = {}
@@ -87,7 +88,7 @@ def run_on_cluster(address: str, root: Path, assignment: str, settings: Settings
                     finish(job, result["outcome"], result["worker"])
                 except Exception as e:  # noqa: BLE001 -- KilledWorker, a lost scheduler, a task that raised
                     reason = Failure.GRADER_ERROR.reason(details=f"{type(e).__name__}: {e}"[:300])
-                    finish(job, Outcome(False, reason, final=False, seconds=round(time.monotonic() - started, 2)),
-                           "")
+                    finish(job, Outcome.failed(Failure.GRADER_ERROR, reason,
+                                               seconds=round(time.monotonic() - started, 2)), "")
         finally:
             client.cancel(list(futures))

@@ -1,11 +1,15 @@
 """Shared: what travels with one student through the batch: Job, Outcome, Failure and Row.
 
 A Job (scheduling state and the row being filled) goes from the plan to the runner; a worker's
-attempt comes back as an Outcome (success, or a Failure and its reason); the record step turns
-it into the student's Row, which state.json and grades.csv keep.
+attempt is an Outcome (success, or a Failure and its reason) from the worker on: the worker
+writes it (`Outcome.write`, result.json), the runner reads it back (`Outcome.read`) and adds only
+what it decides (a retry, the wall time), a Dask task returns it as it is; the record step turns
+it into the student's Row (record.py), which state.json and grades.csv keep.
 """
 import enum
-from dataclasses import dataclass, field
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TypedDict
 
@@ -110,7 +114,8 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What one attempt at grading a student gave: success, or a reason (and whether to retry)."""
+    """What one attempt at grading a student gave: success, or a reason (and whether to retry).
+    The worker makes it; `write` and `read` carry it through result.json unchanged."""
     success: bool
     reason: str = ""
     integrity: list = field(default_factory=list)
@@ -123,4 +128,33 @@ class Outcome:
     retry_note: str = RETRY_NOTE  # the note a retried job's row gets ('' for none)
     failure: Failure | None = None  # why an attempt failed (None: it did not, or a remote worker's)
     solution_seconds: dict = field(default_factory=dict)  # a timed model solution's {notebook: {cell: s}}
+    feedback_error: str = ""    # the end of generate_feedback's error, where the feedback failed
+
+    @classmethod
+    def failed(cls, failure: Failure, reason: str = "", **more) -> "Outcome":
+        """An attempt that ended in `failure` (final as the Failure says), with `reason` (the
+        Failure's own text where none is given)."""
+        return cls(False, reason or failure.reason(), failure=failure, final=failure.final, **more)
+
+    def write(self, path: Path) -> None:
+        """Save this outcome to `path` as JSON (the Failure by name), atomically: a reader sees
+        the whole outcome or none."""
+        data = asdict(self)
+        data["failure"] = self.failure.name if self.failure else None
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path, exitcode=None) -> "Outcome":
+        """The outcome `write` saved to `path`; a worker that left none (or a damaged one) died:
+        WORKER_DIED, with its `exitcode`, not final."""
+        try:
+            data = json.loads(Path(path).read_text())
+            known = {f.name for f in fields(cls)}
+            data = {k: v for k, v in data.items() if k in known}
+            data["failure"] = Failure[data["failure"]] if data.get("failure") else None
+            return cls(**data)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return cls.failed(Failure.WORKER_DIED, Failure.WORKER_DIED.reason(exitcode=exitcode))
 

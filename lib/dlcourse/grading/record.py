@@ -3,6 +3,9 @@
     finish = Finisher(root, assignment, gradebook, state.save, bar)
     finish(job, outcome)        # by the runner (or a Dask task's result), once per student
 
+`fill_row` is the one place an Outcome's fields go into a Row; `Finisher` reads the scores for it
+once per student; `final_rows` reads them again only for students this run did not score.
+
 The row goes to state.log as soon as it is known (state.py); grades.csv and the report are
 written from the rows at the end of the batch (report.py).
 """
@@ -10,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlcourse.grading.outcome import Job, Outcome
+from dlcourse.grading.outcome import Job, Outcome, Row
 
 
 
@@ -42,24 +45,35 @@ class Finisher:
     bar: object
     scored: set = field(default_factory=set)   # the students whose scores were read in this run
 
-    def __call__(self, job: Job, outcome: "Outcome", worker: str = "local") -> None:
-        row = job.row
+    def __call__(self, job: Job, outcome: Outcome, worker: str = "local") -> None:
+        graded, notes = {}, []
         if outcome.success:
-            row.update(scores(self.gradebook, self.assignment, job.student))
+            graded = scores(self.gradebook, self.assignment, job.student)
+            notes = cell_notes(self.root, self.assignment, job.student)
             self.scored.add(job.student)
-            row["status"] = "late" if row.pop("late") else "graded"
-            row["flags"] = sorted(set(row["flags"]) | set(outcome.integrity))
-            row["notes"] += cell_notes(self.root, self.assignment, job.student)
-        else:
-            row.update(status="failed", reason=outcome.reason, final=outcome.final)
-        row["notes"] += [n for n in outcome.notes if n not in row["notes"]]
-        row["seconds"] = outcome.seconds  # wall time of this student's grading
-        if outcome.stages:
-            row["stages"] = outcome.stages
-        row["worker"] = worker
-        self.save(job.student, row)
+        fill_row(job.row, outcome, graded, notes, worker)
+        self.save(job.student, job.row)
         self.bar.update(1)
 
+
+def fill_row(row: Row, outcome: Outcome, graded: dict, notes: list, worker: str = "local") -> Row:
+    """The one way an Outcome becomes the student's Row (changed in place, and returned): a
+    success's scores (`graded`, from `scores`: read once, by the caller), status, integrity flags
+    and the limits its cells hit (`notes`: `cell_notes`); a failure's reason and finality; then the
+    outcome's own notes, the attempt's wall time and stages and where it ran."""
+    if outcome.success:
+        row.update({k: v for k, v in graded.items() if k != "late"})
+        row["status"] = "late" if graded["late"] else "graded"
+        row["flags"] = sorted(set(row["flags"]) | set(outcome.integrity))
+        row["notes"] += notes
+    else:
+        row.update(status="failed", reason=outcome.reason, final=outcome.final)
+    row["notes"] += [n for n in outcome.notes if n not in row["notes"]]
+    row["seconds"] = outcome.seconds  # wall time of this student's grading
+    if outcome.stages:
+        row["stages"] = outcome.stages
+    row["worker"] = worker
+    return row
 
 
 

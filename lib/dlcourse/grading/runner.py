@@ -179,10 +179,11 @@ class Runner:
             os.replace(log, log.with_suffix(".forked.log"))
         print(f"{job.student}: the run with a forked kernel ended in \"{trouble}\"; grading again with a fresh kernel",
               file=sys.stderr)
-        return Outcome(False, trouble, retry=True,
-                       retry_note=RETRY_NOTE if outcome.failure is Failure.KERNEL_DIED else "")
+        return replace(outcome, retry=True, retry_note=RETRY_NOTE if outcome.failure is Failure.KERNEL_DIED else "")
 
     def _outcome(self, job: Job) -> Outcome | None:
+        """None while the worker runs; then the Outcome it wrote (`Outcome.read`), or the runner's
+        own where it stopped the worker (budget, memory cap)."""
         proc = job.process
         if job.cap is not None and job.cap.oom_kills():
             job.cap.kill()  # one process hit the cap: the whole submission stops (as v2's memory.oom.group)
@@ -191,23 +192,15 @@ class Runner:
         if proc.is_alive():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.join()
-            return Outcome(False, Failure.BUDGET.reason(budget=self.settings.budget), failure=Failure.BUDGET)
+            return Outcome.failed(Failure.BUDGET, Failure.BUDGET.reason(budget=self.settings.budget))
         proc.join()
         if job.cap is not None and job.cap.oom_kills():
-            return Outcome(False, Failure.MEMORY_CAP.reason(mb=self.settings.limits.total_memory_mb), failure=Failure.MEMORY_CAP)
-        result = job.work / "result.json"
-        if not result.exists():
-            return Outcome(False, Failure.WORKER_DIED.reason(exitcode=proc.exitcode), final=False,
-                           failure=Failure.WORKER_DIED)
-        data = json.loads(result.read_text())
-        if data["success"]:
-            return Outcome(True, integrity=data.get("integrity", []), stages=data.get("stages", {}),
-                           solution_seconds=data.get("solution_seconds", {}))
-        failure = Failure[data["failure"]]
+            return Outcome.failed(Failure.MEMORY_CAP, Failure.MEMORY_CAP.reason(mb=self.settings.limits.total_memory_mb))
+        outcome = Outcome.read(job.work / "result.json", proc.exitcode)
         # A kernel can also die of something that is not the student's doing (the machine under
         # memory pressure); one more try tells the two apart.
-        return Outcome(False, data["reason"], retry=failure is Failure.KERNEL_DIED and not job.retried,
-                       final=failure.final, failure=failure, student_code=data.get("student_code", True))
+        outcome.retry = outcome.failure is Failure.KERNEL_DIED and not job.retried
+        return outcome
 
     def _release(self, job: Job) -> None:
         """The one way a slot is given back: worker stopped, kernel processes killed, cgroup and files removed."""

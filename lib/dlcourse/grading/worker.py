@@ -5,7 +5,8 @@
 Started by `runner.Runner` (forked, spawned, or a new Python through worker_process.py); it makes
 its own session and scratch tmpfs, points its output at the student's log, builds nbgrader's
 configuration with the sandboxed Execute (`autograde_config`), runs nbgrader's autograde and
-writes the outcome (a dict, the JSON the runner turns into an Outcome) to result_path.
+writes its Outcome (`autograde_outcome`) to result_path (`Outcome.write`), where the runner reads
+it back (`Outcome.read`).
 """
 import io
 import json
@@ -23,7 +24,7 @@ from dlcourse.grading.cage import kernel_reachable, private_tmpfs
 from dlcourse.grading.feedback import FeedbackExporter
 from dlcourse.grading.kernel_template import notebook_imports
 from dlcourse.grading.nbgrader_patches import check_schemas_once, one_engine_per_database
-from dlcourse.grading.outcome import Failure, classify
+from dlcourse.grading.outcome import Failure, Outcome, classify
 from dlcourse.grading.sanitize import SanitizeStudentOutput
 from dlcourse.grading.sandbox import SandboxedExecute
 from dlcourse.grading.settings import Settings, course_config
@@ -105,7 +106,7 @@ def _autograde_config(root: Path, db_url: str, settings: Settings, work: Path, k
 def worker(root: Path, assignment: str, student: str, kernel_uid: int, settings: Settings, work: Path,
             db_url: str, result_path: Path, log_path: Path, cgroup_procs: str = "", template_socket: str = "",
             bytecode_dir: str = "", solution: bool = False) -> None:
-    """Child process: autograde one student and write the outcome to result_path as JSON.
+    """Child process: autograde one student and write its Outcome to result_path (`Outcome.write`).
     Everything the kernel may write (scratch and the connection folder) lies on a tmpfs of
     limits.scratch_mb seen by this worker alone (as root), or scratch is a tmpfs of that size
     inside the sandbox (otherwise); cgroup_procs: the kernel's memory cgroup ('' for none);
@@ -116,7 +117,7 @@ def worker(root: Path, assignment: str, student: str, kernel_uid: int, settings:
     _die_with_parent()
     quota = private_tmpfs(work / "box", settings.limits.scratch_mb)
     _log_to(log_path)
-    outcome = {"success": False, "failure": Failure.WORKER_DIED.name, "reason": "the grading worker stopped unexpectedly"}
+    outcome = Outcome.failed(Failure.WORKER_DIED, "the grading worker stopped unexpectedly")
     try:
         one_engine_per_database()
         check_schemas_once()
@@ -126,42 +127,45 @@ def worker(root: Path, assignment: str, student: str, kernel_uid: int, settings:
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         os.chdir(root)
         if solution:
-            outcome = {"success": True, "solution_seconds": _time_cells(root, assignment, cfg, work)}
+            outcome = Outcome(True, solution_seconds=_time_cells(root, assignment, cfg, work))
         else:
             outcome = _autograde(assignment, student, settings, cfg, work)
     except BaseException:  # noqa: BLE001 -- the worker must always leave an outcome behind
         details = traceback.format_exc().strip().splitlines()[-1]
-        outcome = {"success": False, "failure": Failure.GRADER_ERROR.name,
-                   "reason": Failure.GRADER_ERROR.reason(details=details)}
+        outcome = Outcome.failed(Failure.GRADER_ERROR, Failure.GRADER_ERROR.reason(details=details))
         traceback.print_exc()
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(outcome))
-    os.replace(tmp, result_path)
+    outcome.write(result_path)
     os._exit(0)
 
 
-def _autograde(assignment: str, student: str, settings: Settings, cfg, work: Path) -> dict:
-    """nbgrader's autograde (and feedback) of one student with `cfg`: the worker's outcome."""
+def _autograde(assignment: str, student: str, settings: Settings, cfg, work: Path) -> Outcome:
+    """nbgrader's autograde (and feedback) of one student with `cfg`: the worker's Outcome."""
     from nbgrader.apps import NbGraderAPI
     api = NbGraderAPI(config=cfg)
     begin = time.monotonic()
     result = api.autograde(assignment, student, force=True, create=True)
     autograded = time.monotonic()
     print(result.get("log", ""), result.get("error", ""), sep="\n", flush=True)
-    outcome = {"success": bool(result["success"])}
-    if not result["success"]:
-        failure, outcome["reason"] = classify(result)
-        outcome["failure"] = failure.name
-    else:
+    feedback_error = ""
+    if result["success"] and settings.feedback:
+        fb = api.generate_feedback(assignment, student, force=True)
+        if not fb["success"]:
+            feedback_error = (fb.get("error") or "")[-500:]
+    stages = _stages(work / "stages.json", autograded - begin, time.monotonic() - autograded)
+    return autograde_outcome(result, work, stages, feedback_error)
+
+
+def autograde_outcome(result: dict, work: Path, stages: dict, feedback_error: str = "") -> Outcome:
+    """The Outcome of nbgrader's autograde `result` (its dict: success, error, log) in `work`: on
+    success the kernel's integrity report (work/integrity.json), where the time went (`stages`)
+    and the feedback's error; otherwise the Failure nbgrader's text shows (`classify`) and whether
+    the notebook's first cell started (work/stages.json). A failure's row keeps no stages."""
+    if result["success"]:
         report = work / "integrity.json"
-        outcome["integrity"] = json.loads(report.read_text()) if report.exists() else ["no integrity report"]
-        if settings.feedback:
-            fb = api.generate_feedback(assignment, student, force=True)
-            if not fb["success"]:
-                outcome["feedback_error"] = (fb.get("error") or "")[-500:]
-    outcome["student_code"] = bool(read_json(work / "stages.json").get("student_cells", 1))
-    outcome["stages"] = _stages(work / "stages.json", autograded - begin, time.monotonic() - autograded)
-    return outcome
+        integrity = json.loads(report.read_text()) if report.exists() else ["no integrity report"]
+        return Outcome(True, integrity=integrity, stages=stages, feedback_error=feedback_error)
+    failure, reason = classify(result)
+    return Outcome.failed(failure, reason, student_code=bool(read_json(work / "stages.json").get("student_cells", 1)))
 
 
 def _time_cells(root: Path, assignment: str, cfg, work: Path) -> dict:
