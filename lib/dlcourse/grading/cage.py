@@ -183,8 +183,9 @@ def _package_view(tree: _Tree) -> None:
 def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs_mb: int = 0) -> list[str]:
     """bwrap arguments for an allow-list sandbox: an empty root with only the system folders, a
     few /etc files, the Python environment and the dlcourse package but its instructor's tools
-    (read-only), and scratch and the connection folder (writable). scratch_tmpfs_mb > 0 mounts scratch as a tmpfs of that size
-    inside the sandbox (for callers that could not put it on a size-limited tmpfs themselves)."""
+    (read-only), and scratch and the connection folder (writable). scratch_tmpfs_mb > 0 mounts
+    scratch as a tmpfs of that size inside the sandbox (for callers that could not put it on a
+    size-limited tmpfs themselves)."""
     tree = _Tree()
     tree.args += ["--dev", "/dev", "--proc", "/proc"]
     # an empty /tmp that only root could write: the kernel's TMPDIR is its scratch folder. It is
