@@ -41,6 +41,7 @@ The hub (dlcourse.hub) builds its servers' view with the same pieces: `reachable
 """
 import ctypes
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -186,6 +187,26 @@ def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs
     (read-only), and scratch and the connection folder (writable). scratch_tmpfs_mb > 0 mounts
     scratch as a tmpfs of that size inside the sandbox (for callers that could not put it on a
     size-limited tmpfs themselves)."""
+    cached = PACKAGE_ROOT / "__pycache__"
+    args, made = _fixed_tree(tuple(sorted(os.listdir(cached))) if cached.is_dir() else ())
+    tree = _Tree(args, made)
+    if scratch_tmpfs_mb > 0:
+        tree.add("--tmpfs", scratch, before=["--perms", "1777", "--size", str(scratch_tmpfs_mb * 2**20)])
+    else:
+        tree.add("--bind", scratch, source=scratch)
+    tree.add("--bind", connection_dir, source=connection_dir)
+    cmd = ["bwrap", *tree.args, "--remount-ro", "/",
+           "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+           "--die-with-parent", "--chdir", scratch]
+    if as_root:  # the stage needs these two to switch to the unprivileged uid, nothing else
+        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return cmd + ["--"]
+
+
+@functools.lru_cache(maxsize=4)
+def _fixed_tree(pycache: tuple) -> tuple[tuple, frozenset]:
+    """What every kernel's tree shares (the system, the environment, the package's view), made
+    once per process for the package's bytecode files `pycache` (a new one gives a new view)."""
     tree = _Tree()
     tree.args += ["--dev", "/dev", "--proc", "/proc"]
     # an empty /tmp that only root could write: the kernel's TMPDIR is its scratch folder. It is
@@ -205,17 +226,7 @@ def bwrap_prefix(scratch: str, connection_dir: str, as_root: bool, scratch_tmpfs
         if p != PACKAGE_ROOT.resolve():
             tree.add("--ro-bind", p, source=p)
     _package_view(tree)
-    if scratch_tmpfs_mb > 0:
-        tree.add("--tmpfs", scratch, before=["--perms", "1777", "--size", str(scratch_tmpfs_mb * 2**20)])
-    else:
-        tree.add("--bind", scratch, source=scratch)
-    tree.add("--bind", connection_dir, source=connection_dir)
-    cmd = ["bwrap", *tree.args, "--remount-ro", "/",
-           "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-           "--die-with-parent", "--chdir", scratch]
-    if as_root:  # the stage needs these two to switch to the unprivileged uid, nothing else
-        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    return cmd + ["--"]
+    return tuple(tree.args), frozenset(tree.made)
 
 
 def private_tmpfs(path: Path, size_mb: int) -> bool:
