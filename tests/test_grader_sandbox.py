@@ -125,8 +125,10 @@ def _read(path):
     except Exception as e:
         return type(e).__name__
 print("PEEK", json.dumps({
+    "loaded": sorted(m for m in sys.modules if m.startswith(("dlcourse.grading", "dlcourse.hub", "dlcourse.notebooks"))),
     "imports": {m: _import(m) for m in ("dlcourse.hub", "dlcourse.hub_access", "dlcourse.grading.batch",
-                                        "dlcourse.notebooks", "dlcourse.conv", "dlcourse.checks")},
+                                        "dlcourse.grading.cage", "dlcourse.notebooks",
+                                        "dlcourse.conv", "dlcourse.checks")},
     "files": {f: _read(f) for f in ("hub.py", "hub_access.py", "notebooks.py", "grading/batch.py", "grading/__init__.py",
                                     "grading/kernel_checks.py", f"__pycache__/hub.{sys.implementation.cache_tag}.pyc")},
 }))
@@ -134,7 +136,7 @@ def add(a, b):
     return a + b
 '''
 HIDDEN = {"dlcourse.hub": "ModuleNotFoundError", "dlcourse.hub_access": "ModuleNotFoundError",
-          "dlcourse.grading.batch": "ModuleNotFoundError", "dlcourse.notebooks": "ModuleNotFoundError",
+          "dlcourse.grading.batch": "ModuleNotFoundError", "dlcourse.grading.cage": "ModuleNotFoundError", "dlcourse.notebooks": "ModuleNotFoundError",
           "dlcourse.conv": "imported", "dlcourse.checks": "imported"}
 
 DISK = '''
@@ -295,6 +297,7 @@ def test_kernel_sees_only_what_it_needs(batch):
 
 def _assert_no_instructor_tools(seen: dict) -> None:
     assert seen["imports"] == HIDDEN, seen["imports"]
+    assert seen["loaded"] == [], f"a kernel forked from the template kept the grader's modules: {seen['loaded']}"
     cached = seen["files"].pop(f"__pycache__/hub.{sys.implementation.cache_tag}.pyc")
     assert set(seen["files"].values()) == {"FileNotFoundError"}, seen["files"]
     assert cached in ("FileNotFoundError", "read 0 bytes"), cached   # the hub's bytecode is masked

@@ -21,7 +21,7 @@ from queue import Empty
 import nbformat
 import zmq
 
-from dlcourse.grading.kernel_template import notebook_imports
+from dlcourse.grading.imports import notebook_imports
 from dlcourse.grading.sandbox import SandboxedKernelClient
 
 

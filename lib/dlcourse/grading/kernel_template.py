@@ -27,7 +27,6 @@ nothing of any student (a request carries paths and numbers; the fork reads the 
 Where any step fails, the kernel manager starts that kernel afresh, as without a template.
 """
 import ctypes
-import functools
 import gc
 import json
 import os
@@ -185,31 +184,6 @@ def _descendants(root: int) -> list[int]:
 
 
 # ------------------------------------------------------------------ the template process
-def notebook_imports(paths) -> list[str]:
-    """The modules that the code cells of these notebooks import (`import a.b`, `from a.b import
-    c`: a.b; relative imports and cells that are not plain Python are left out), sorted. Each
-    notebook is read once per process while unchanged (a batch's forks inherit what it read)."""
-    return sorted(set().union(*(_imports_of(str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths)))
-
-
-@functools.lru_cache(maxsize=64)
-def _imports_of(path: str, mtime_ns: int, size: int) -> frozenset:
-    """notebook_imports of one notebook as it is at (mtime_ns, size)."""
-    import ast
-    found = set()
-    for cell in (c for c in json.loads(Path(path).read_text()).get("cells", []) if c.get("cell_type") == "code"):
-        try:
-            tree = ast.parse(cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"]))
-        except SyntaxError:   # IPython syntax (magics, shell escapes)
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found.add(node.module)
-    return frozenset(found)
-
-
 def preload(modules: list[str] | None = None) -> None:
     """Import what every grading kernel imports: numpy, torch, IPython and ipykernel; then
     `modules` (what the assignment's notebooks import), or every plain module of dlcourse but
@@ -370,6 +344,7 @@ def _become_kernel(request: dict, log_fd: int) -> None:
         os.close(fifo)
         print(FORKED, flush=True)   # in the student's log: this kernel is a fork of the template
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _forget_instructor_tools()
         argv = ["-f", own, *request.get("kernel_args", [])]
         sys.argv = ["ipykernel_launcher", *argv]
         from ipykernel import kernelapp
@@ -384,6 +359,16 @@ def _become_kernel(request: dict, log_fd: int) -> None:
             sys.stderr.flush()
         finally:
             os._exit(status)
+
+
+def _forget_instructor_tools() -> None:
+    """The grader's modules the template imported (this one among them) leave sys.modules and the
+    package: a student's `import dlcourse.grading...` finds them absent, as in a fresh kernel."""
+    for name in [n for n in sys.modules if any(n == t or n.startswith(t + ".") for t in NOT_PRELOADED)]:
+        del sys.modules[name]
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules and child in vars(sys.modules[parent]):
+            delattr(sys.modules[parent], child)
 
 
 def _fresh_seeds() -> None:

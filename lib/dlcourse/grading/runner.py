@@ -23,7 +23,8 @@ from pathlib import Path
 
 from dlcourse.grading.cage import claim_uids, kill_uid
 from dlcourse.grading.cgroups import MemoryCap
-from dlcourse.grading.kernel_template import LISTENING, KernelTemplate, notebook_imports
+from dlcourse.grading.imports import notebook_imports
+from dlcourse.grading.kernel_template import LISTENING, KernelTemplate
 from dlcourse.grading.outcome import RETRY_NOTE, Failure, Job, Outcome, Row, fork_trouble
 from dlcourse.grading.redact import remember_messages
 from dlcourse.grading.settings import Settings

@@ -68,7 +68,7 @@ class SandboxedExecute(_execute_base()):
     stages_path = Unicode(help="where the stage times are written (JSON: kernel_start, imports, execution)"
                           ).tag(config=True)
     preload = List(Unicode(), help="modules the baseline imports before it snapshots the libraries (what the "
-                   "assignment's notebooks import: kernel_template.notebook_imports)").tag(config=True)
+                   "assignment's notebooks import: imports.notebook_imports)").tag(config=True)
     max_cell_output_bytes = Int(2**20, help="bytes of output one cell keeps, counted as it arrives; past them "
                                 "stdout and displays are dropped, what nbgrader scores by is kept short, and a "
                                 "note says how much was not kept (OutputCap; -1: no limit)").tag(config=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dlcourse.grading.cage import kernel_reachable, private_tmpfs
 from dlcourse.grading.feedback import FeedbackExporter
-from dlcourse.grading.kernel_template import notebook_imports
+from dlcourse.grading.imports import notebook_imports
 from dlcourse.grading.nbgrader_patches import check_schemas_once, one_engine_per_database
 from dlcourse.grading.outcome import Failure, Outcome, classify
 from dlcourse.grading.sanitize import SanitizeStudentOutput
