@@ -42,7 +42,7 @@ from dlcourse.grading.plan import plan, prepare_gradebook
 from dlcourse.grading.record import Finisher, final_rows, part_maxima
 from dlcourse.grading.runner import (SOLUTION, Runner, catch_stop_signals, handing_off, launch_template,
                                      time_solution, warm_up)
-from dlcourse.grading.settings import Settings, default_cell_timeout, default_workers, parse_time
+from dlcourse.grading.settings import Settings, course_id, default_cell_timeout, default_workers, parse_time
 from dlcourse.grading.state import StateLog
 from dlcourse.grading.worker import autograde_preprocessors, read_json
 
@@ -78,7 +78,7 @@ def grade_batch(root, assignment: str, source, settings: Settings | None = None,
         one_engine_per_database()   # the workers inherit the engines, their SQL compiled by the batch's reads
         check_schemas_once()
         cfg, url, notebooks = prepare_gradebook(root, assignment, settings, sorted(taken.students))
-        gradebook = Gradebook(url, "dlcourse")   # one for the batch's reads: its SQL is compiled once
+        gradebook = Gradebook(url, course_id(cfg))   # one for the batch's reads: its SQL is compiled once
         gradebook.close()   # no connection open when the workers are forked (each read opens one)
 
         state = StateLog(out / "state.json")   # a row appended as soon as it is known, compacted at the end

@@ -39,7 +39,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dlcourse.grading._kernel_stage import clean_environment
+from dlcourse.grading._kernel_stage import (apply_limits, clean_environment, kernel_environment, switch_user,
+                                             write_own_connection)
 from dlcourse.grading.cage import instructor_modules
 
 ANCHOR = Path(__file__).with_name("_sandbox_anchor.py")
@@ -312,7 +313,6 @@ def _become_kernel(request: dict, log_fd: int) -> None:
     """In the sandbox: the fresh kernel's cage (as _kernel_stage.py builds it), then ipykernel."""
     status = 1
     try:
-        from dlcourse.grading._kernel_stage import apply_limits, kernel_environment, switch_user, write_own_connection
         settings = request["settings"]
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)

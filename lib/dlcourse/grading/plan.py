@@ -15,7 +15,7 @@ from pathlib import Path
 from dlcourse.grading import submissions as subs
 from dlcourse.grading.integrity import static_scan
 from dlcourse.grading.outcome import Job, Row
-from dlcourse.grading.settings import Settings, course_config
+from dlcourse.grading.settings import Settings, course_config, course_id
 from dlcourse.grading.validation import pick_notebook, validate
 
 
@@ -26,7 +26,7 @@ def prepare_gradebook(root: Path, assignment: str, settings: Settings, students:
 
     cfg = course_config(root, settings.db_url)
     url = cfg.CourseDirectory.db_url
-    with Gradebook(url, "dlcourse") as gb:
+    with Gradebook(url, course_id(cfg)) as gb:
         try:
             gb.find_assignment(assignment)
             known = True
@@ -36,7 +36,7 @@ def prepare_gradebook(root: Path, assignment: str, settings: Settings, students:
         result = NbGraderAPI(config=cfg).generate_assignment(assignment, force=True)
         if not result["success"]:
             raise RuntimeError(f"cannot put {assignment} into the gradebook:\n{result.get('error', '')}")
-    with Gradebook(url, "dlcourse") as gb:
+    with Gradebook(url, course_id(cfg)) as gb:
         if settings.duedate:
             gb.update_or_create_assignment(assignment, duedate=settings.duedate)
         for s in students:

@@ -59,6 +59,12 @@ def course_config(root: Path, db_url: str | None):
     return cfg
 
 
+def course_id(cfg) -> str:
+    """The course's id as nbgrader's own apps take it: CourseDirectory.course_id of the course's
+    nbgrader_config.py (nbgrader's default, "", where it sets none)."""
+    return str(cfg.CourseDirectory.get("course_id", ""))
+
+
 def parse_time(text: str) -> str:
     """Validate a due date such as '2025-03-01 17:00' (nbgrader parses it again)."""
     try:
