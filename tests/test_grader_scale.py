@@ -7,6 +7,7 @@ read, the row saved) and of the state log's save in the last block of 100 studen
 a small multiple of the first block's (a state file rewritten after each student fails it), and the batch's memory does not climb with each block.
 The benchmark runs the same with 2,000 students (its figures are in the README).
 """
+import sqlite3
 import statistics
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK
 
 from dlcourse.grading import batch, plan, record
 from dlcourse.grading.batch import Settings, grade_batch
+from dlcourse.grading.nbgrader_patches import FOREIGN_KEYS
 from dlcourse.grading.state import StateLog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -49,6 +51,10 @@ def test_per_student_bookkeeping_stays_flat_from_the_first_hundred_to_the_last(t
     assert save[1] <= 3 * save[0] + 0.2, f"state log's save, ms per student, first and last block: {save}"
     assert finish[1] <= 2 * finish[0] + 1, f"finisher, ms per student, first and last block: {finish}"
     assert probe.rss[-1] - probe.rss[0] < 100, f"resident MB after each block: {probe.rss}"
+    with sqlite3.connect(course.root / "gradebook.db") as db:   # scores read without scanning the class's
+        indexed = {row[0] for row in db.execute("SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND "
+                                                "name LIKE 'ix_dlcourse_%'")}
+    assert indexed == {table for table, _ in FOREIGN_KEYS}, indexed
 
 
 def _first_and_last(seconds: list) -> tuple[float, float]:

@@ -1,11 +1,15 @@
-"""Run: two patches to nbgrader that make a worker's bookkeeping cheap, applied once per process.
+"""Run: what makes nbgrader's bookkeeping cheap: two patches applied once per process, and the
+gradebook's missing indexes.
 
     one_engine_per_database()   # Gradebooks share one SQLAlchemy engine (and compiled SQL) per URL
     check_schemas_once()        # nbgrader's cell-metadata schema is checked against its meta-schema once
+    index_gradebook(gb)         # a student's scores are read without scanning the whole class's
 
 The batch applies both before it forks its workers, which inherit them; each worker applies
 them again (a spawned worker, on a Dask host, starts without them).
 """
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 
 def one_engine_per_database() -> None:
@@ -67,3 +71,23 @@ def check_schemas_once() -> None:
     import nbgrader.nbgraderformat.common as common
     if not isinstance(common.jsonschema, SchemaCheckedOnce):
         common.jsonschema = SchemaCheckedOnce()
+
+
+# the columns nbgrader's score queries filter by that its schema does not index (its unique
+# constraints lead with the other column): without these every student's scores scan the grades
+# of the whole class, and reading them slows as the class grows (3 ms a student at 100, 13 ms at 2,000)
+FOREIGN_KEYS = (("grade", "notebook_id"), ("comment", "notebook_id"), ("submitted_notebook", "assignment_id"),
+                ("submitted_assignment", "student_id"))
+
+
+def index_gradebook(gb) -> None:
+    """Add FOREIGN_KEYS' indexes to the gradebook of `gb` (an nbgrader Gradebook) where missing.
+    Only indexes: nbgrader's tables, rows and migrations are untouched; a database that refuses
+    them is graded without."""
+    try:
+        for table, column in FOREIGN_KEYS:
+            gb.db.execute(text(f"CREATE INDEX IF NOT EXISTS ix_dlcourse_{table}_{column} ON {table} ({column})"))
+        gb.db.commit()
+    except SQLAlchemyError:
+        gb.db.rollback()
+

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dlcourse.grading import submissions as subs
 from dlcourse.grading.integrity import static_scan
+from dlcourse.grading.nbgrader_patches import index_gradebook
 from dlcourse.grading.outcome import Job, Row
 from dlcourse.grading.settings import Settings, course_config, course_id
 from dlcourse.grading.validation import pick_notebook, validate
@@ -39,6 +40,7 @@ def prepare_gradebook(root: Path, assignment: str, settings: Settings, students:
     with Gradebook(url, course_id(cfg)) as gb:
         if settings.duedate:
             gb.update_or_create_assignment(assignment, duedate=settings.duedate)
+        index_gradebook(gb)   # each student's scores read without scanning the class's
         for s in students:
             gb.update_or_create_student(s)
         notebooks = [nb.name for nb in gb.find_assignment(assignment).notebooks]

@@ -10,6 +10,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlcourse.grading.cells import is_graded_by_hand
+
 
 AWAITING = "awaiting manual grading"
 LIBRARY = Path(__file__).resolve().parents[1]   # lib/dlcourse: the reference twins of the answers
@@ -38,7 +40,7 @@ class Layout:
                 gid, source = meta.get("grade_id"), "".join(cell.get("source", ""))
                 if not gid:
                     continue
-                if meta.get("grade") and meta.get("solution"):
+                if is_graded_by_hand(cell):
                     layout.manual.append(gid)
                 elif meta.get("grade"):
                     layout.tests.append(gid)

@@ -22,14 +22,10 @@ from nbformat.v4 import new_markdown_cell
 from nbgrader.coursedir import CourseDirectory
 from traitlets import Unicode
 
+from dlcourse.grading.cells import is_graded_by_hand
+
 SOLUTION = re.compile(r"^[ \t]*#+ *BEGIN SOLUTION[^\n]*\n(.*?)^[ \t]*#+ *END SOLUTION", re.S | re.M)
 HEADING = "Answer key and marking rubric"
-
-
-def is_graded_by_hand(cell) -> bool:
-    """A cell a person grades: nbgrader's 'Manually graded answer' (grade and solution)."""
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return bool(meta.get("grade") and meta.get("solution"))
 
 
 def answer_keys(source_notebook: Path) -> dict[str, tuple[str, str]]:

@@ -17,6 +17,7 @@ from traitlets import Int, List, Unicode, default
 
 from dlcourse.grading.cage import (FIRST_UID, PACKAGE_ROOT, STAGE, Limits, SandboxUnavailable, bwrap_prefix,
                                    check_bwrap, clean_environment, private_tmpfs, readable_paths)
+from dlcourse.grading.cells import is_autograded_test
 from dlcourse.grading.integrity import (CHECK_MISSING, baseline_source, check_expression, guard_expression,
                                         parse_answer)
 from dlcourse.grading.kernel_manager import SandboxedKernelClient, SandboxedKernelManager
@@ -45,12 +46,6 @@ def _execute_base():
 
 
 GUARD_FAILED = "the grader could not check the kernel before this test (its hooks were tampered with)"
-
-
-def is_autograded_test(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
 
 
 class SandboxedExecute(_execute_base()):

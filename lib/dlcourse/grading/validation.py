@@ -9,6 +9,7 @@ student's own code (`editable_sources`, which integrity.static_scan reads).
 import json
 from dataclasses import dataclass, field
 
+from dlcourse.grading.cells import is_autograded_test
 from dlcourse.grading.submissions import MAX_FILE_MB
 
 
@@ -28,7 +29,7 @@ def grade_cells(source_nb: dict) -> tuple[set[str], set[str]]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade_id"):
             ids.add(meta["grade_id"])
-            if meta.get("grade") and not meta.get("solution") and cell["cell_type"] == "code":
+            if is_autograded_test(cell):
                 tests.add(meta["grade_id"])
     return ids, tests
 
