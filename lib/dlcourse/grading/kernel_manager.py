@@ -39,6 +39,18 @@ class SandboxedKernelClient(AsyncKernelClient):
         context.setsockopt(zmq.RECONNECT_IVL, self.RECONNECT_MS)   # default for the sockets made from it
         return context
 
+    def ride_along(self, expressions: dict) -> None:
+        """Send these user expressions with the next execute request (once): they are evaluated
+        right after that request's code, in its reply."""
+        self._rider = dict(expressions)
+
+    def execute(self, code, *args, user_expressions=None, **kwargs):
+        """jupyter_client's, with what `ride_along` left for this request."""
+        rider, self._rider = getattr(self, "_rider", None), None
+        if rider:
+            user_expressions = {**(user_expressions or {}), **rider}
+        return super().execute(code, *args, user_expressions=user_expressions, **kwargs)
+
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
         asked = set()   # our kernel_info requests: a late answer to an earlier one counts too

@@ -85,6 +85,7 @@ class SandboxedExecute(_execute_base()):
         self._time_limits = CellTimeLimits(parent=self)
         self._notebook, self._limit, self._imports_cell, self._stock_timeout_error = "", None, None, None
         self._cell_started, self._cell_msg_id, self._waits_for_times = 0.0, "", False
+        self._guarded, self._reply = None, None   # the guard's answer from the last cell's reply
 
     @default("timeout_func")
     def _timeout_func_default(self):
@@ -160,6 +161,7 @@ class SandboxedExecute(_execute_base()):
         """nbgrader's (it adds an error that only the shell reply reports), on a reply shortened as
         the cell's error output was, once the cell's output went past the caps."""
         cap, reply = getattr(self, "_output_cap", None), kwargs.get("execute_reply") or {}
+        self._reply = reply   # a guard that went with the request answers in it (`_guard_rides`)
         if cap is not None and cap.cell is kwargs.get("cell") and cap.dropped and \
                 reply.get("content", {}).get("status") == "error":
             kwargs["execute_reply"] = {**reply, "content": {**reply["content"], **short_error(reply["content"])}}
@@ -206,26 +208,45 @@ class SandboxedExecute(_execute_base()):
             self._final = self._ask(check_expression(self.nonce))
             self._kernel_mb = _peak_mb(getattr(self.km, "forked_pid", 0))
             return cell, self.resources
+        guarded, self._reply = self._guarded, None
+        if cell.cell_type == "code" and cell.source.strip():   # a request: the answer was for it or for none
+            self._guarded = None
         if is_autograded_test(cell) and cell.source.strip():
-            restored = self._ask(guard_expression(self.nonce))
+            restored = guarded if guarded is not None else self._ask(guard_expression(self.nonce))
             if restored is None:
                 self._restored.add("a guard before a test cell did not answer (kernel hooks changed)")
                 cell.outputs = [new_output("error", ename="GradingIntegrityError", evalue=GUARD_FAILED,
                                            traceback=[f"GradingIntegrityError: {GUARD_FAILED}"])]
                 return cell, self.resources
             self._restored.update(restored)
-        start = time.monotonic()
+        start, rides = time.monotonic(), self._guard_rides(cell, index)
         try:
             if cell.get("id") == f"dlg-first-{self.nonce[:8]}":   # no prompt number of its own: the
                 self._check_assign_resources(resources)          # student's cells count from 1, as in stock nbgrader
                 return self.execute_cell(cell, index, store_history=False), self.resources
             return super().preprocess_cell(cell, resources, index)
         finally:
+            self.kc.ride_along({})   # a cell that sent no request (empty) leaves nothing for the next
+            if rides:
+                self._guarded = parse_answer(self._reply, self.nonce, "guard")
             if cell.cell_type == "code":
                 first = cell.get("id") == f"dlg-first-{self.nonce[:8]}"
                 self._clock["cells"].append((first, start, time.monotonic()))
                 if not first:   # the notebook's own cells, what time limits are derived from (timelimits.py)
                     self.cell_seconds[cell_key(cell)] = time.monotonic() - start
+
+    def _guard_rides(self, cell, index: int) -> bool:
+        """Whether the guard before the next test cell goes with this cell's request (when the next
+        cell that runs is a test): evaluated right after this cell's code, it saves a request of its
+        own. Its answer (None where the cell failed and the kernel evaluated nothing, or where the
+        answer is not the guard's) falls back to that request (`preprocess_cell`)."""
+        if cell.cell_type != "code" or not cell.source.strip() or cell.get("id", "").startswith("dlg-"):
+            return False
+        after = next((c for c in self.nb.cells[index + 1:] if c.cell_type == "code" and c.source.strip()), None)
+        if after is None or not is_autograded_test(after):
+            return False
+        self.kc.ride_along({"guard": guard_expression(self.nonce)})
+        return True
 
     def _write_stages(self) -> None:
         """Seconds spent starting the kernel (up to its first cell, the baseline included), in the
