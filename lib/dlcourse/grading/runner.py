@@ -146,7 +146,10 @@ class Runner:
                 os.close(fd)
 
     def _start(self, job: Job, slot: int) -> None:
-        if self.tail is not None:
+        ctx = self.ctx
+        if self.tail is not None and slot == self.spare and self.tail.is_alive():
+            ctx = WorkerContext()   # asked for while the tail work runs: a new Python (no fork), at once
+        elif self.tail is not None:
             self.tail.join()   # never fork while another thread may hold an import's lock
         job.slot, job.work = slot, self.work_root / f"s{slot}" / job.student
         job.work.mkdir(parents=True)
@@ -155,7 +158,7 @@ class Runner:
             self.warned = True
             print("warning: no memory cgroup can be made here (needs root and cgroup v1 or v2 with the memory "
                   "controller): only the per-process memory limit applies", file=sys.stderr)
-        job.process = self.ctx.Process(target=worker, args=(
+        job.process = ctx.Process(target=worker, args=(
             self.root, self.assignment, job.student, self.uids[slot], self.settings, job.work, self.url,
             job.work / "result.json", self.logs / f"{job.student}.log", str(job.cap.procs) if job.cap else "",
             str(self.template.socket_path) if self.template and not job.fresh else "", str(self.bytecode_dir),
