@@ -11,6 +11,8 @@
   for it before its worker is forked.
 """
 import ast
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -73,8 +75,10 @@ def test_library_twins_from_made_fingerprints_are_the_same():
     cells = {"corr2d": {"eve": twin.replace("corr2d", "my_corr"), "ann": CORR}}
     by_source = similarity.library_twins(cells, similarity.reference_functions(LIBRARY))
     made = similarity.library_twins(cells, None, prints=similarity.fingerprint_cells(cells),
-                                    reference_prints=similarity.library_fingerprints(LIBRARY))
+                                    reference_prints=similarity.library_fingerprints(LIBRARY),
+                                    reference_holders=similarity.library_holders(LIBRARY))
     assert [(m.first, m.second, m.similarity) for m in by_source] == [(m.first, m.second, m.similarity) for m in made]
+    assert similarity.library_holders(LIBRARY) is similarity.library_holders(LIBRARY)   # indexed once
     assert [m.first for m in made] == ["eve"] and made[0].second == "dlcourse/conv.py: corr2d"
 
 
@@ -87,6 +91,26 @@ def test_prepare_report_leaves_the_library_fingerprinted(tmp_path, monkeypatch):
     assert set(made) == {"mylib/stats.py: mean", "mylib/stats.py: corr2d"}
     assert similarity.library_fingerprints(library) is made   # kept: write_outputs finds them made
     assert len(list(cache.glob("library-fingerprints-*.json"))) == 1
+
+
+def test_copydetect_is_imported_without_pyplot_and_pyplot_stays_real():
+    """The report's copydetect skips the pyplot import of its package (CopyDetector's own HTML
+    report); a later `import matplotlib.pyplot` in the same process is the real module, and the
+    fingerprints compare as with a plain `import copydetect` (checked in a fresh Python)."""
+    code = ("import sys\nfrom dlcourse.grading import similarity\n"
+            "similarity.import_copydetect()\n"
+            "assert 'copydetect' in sys.modules and 'matplotlib.pyplot' not in sys.modules\n"
+            f"cells = {{'c': {{'ann': {CORR!r}, 'bob': {CORR!r}.replace('out', 'res')}}}}\n"
+            "pairs, _ = similarity.compare_class(cells)\n"
+            "import matplotlib.pyplot as plt\n"
+            "assert callable(plt.figure) and sys.modules['matplotlib.pyplot'] is plt\n"
+            "print([(m.first, m.second, m.similarity) for m in pairs])\n")
+    plain = code.replace("similarity.import_copydetect()\n", "import copydetect\n").replace(
+        " and 'matplotlib.pyplot' not in sys.modules", "")
+    runs = [subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, timeout=120) for c in (code, plain)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    assert runs[0].stdout == runs[1].stdout and "ann" in runs[0].stdout
 
 
 def test_prepare_report_never_raises(tmp_path):
@@ -130,6 +154,49 @@ def test_the_tail_work_starts_after_the_last_fork(tmp_path, monkeypatch):
     assert len(forks) >= 3 and events.count(("tail", "tail-work")) == 1, events
     assert events.index(("tail", "tail-work")) > forks[-1]
     assert not any(alive for kind, alive in (e for e in events if e[0] == "fork")), events
+
+
+def test_the_feedback_templates_are_compiled_once_before_the_workers(tmp_path, monkeypatch):
+    """The batch compiles the feedback's Jinja templates in its own process
+    (runner.compile_feedback_templates) before its workers fork: the workers' feedback (nbgrader's
+    GenerateFeedback with the course's exporter) loads every template from the batch's cache and
+    compiles none. The workers are forks: what is compiled after that step in another process is theirs
+    (the batch itself compiles its report's page from a string)."""
+    import os
+
+    import jinja2
+    import nbformat
+
+    from dlcourse.grading import batch
+    from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK
+    from nbgrader_harness import solved, tiny_course
+
+    course = tiny_course(tmp_path / "course")
+    folder, compiled = tmp_path / "class", tmp_path / "compiled-in-workers.txt"
+    for student in ("ann", "bob"):
+        (folder / student).mkdir(parents=True)
+        nbformat.write(solved(course, ASSIGNMENT, NOTEBOOK, {}), folder / student / f"{NOTEBOOK}.ipynb")
+    ahead, compile_, batch_pid = batch.compile_feedback_templates, jinja2.Environment.compile, os.getpid()
+    stored = []
+
+    def counting_compile(env, source, name=None, *args, **kwargs):
+        if os.getpid() != batch_pid:
+            with open(compiled, "a") as f:
+                f.write(f"{name}\n")
+        return compile_(env, source, name, *args, **kwargs)
+
+    def compile_ahead(cfg, bytecode_dir):
+        ahead(cfg, bytecode_dir)
+        stored.extend(bytecode_dir.iterdir())
+        monkeypatch.setattr(jinja2.Environment, "compile", counting_compile)   # from here on: the workers
+
+    monkeypatch.setattr(batch, "compile_feedback_templates", compile_ahead)
+    rows = grade_batch(course.root, ASSIGNMENT, folder, Settings(workers=2, sandbox=False, feedback=True,
+                                                                  cell_timeout=60, budget=300), progress=False)
+    assert all(r["status"] == "graded" for r in rows), rows
+    assert stored, "nothing was compiled ahead"
+    assert all((course.root / "feedback" / s / ASSIGNMENT / f"{NOTEBOOK}.html").is_file() for s in ("ann", "bob"))
+    assert not compiled.exists(), f"the workers compiled: {compiled.read_text()}"
 
 
 def _in_a_new_process(library: Path, cache: Path) -> dict:

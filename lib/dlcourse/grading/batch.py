@@ -40,8 +40,8 @@ from dlcourse.grading.outcome import (KERNEL_DIED, MEMORY_CAP, RETRY_NOTE, Failu
                                       fork_trouble)
 from dlcourse.grading.plan import plan, prepare_gradebook
 from dlcourse.grading.record import Finisher, final_rows, part_maxima
-from dlcourse.grading.runner import (SOLUTION, Runner, catch_stop_signals, handing_off, launch_template,
-                                     time_solution, warm_up)
+from dlcourse.grading.runner import (SOLUTION, Runner, catch_stop_signals, compile_feedback_templates, handing_off,
+                                     launch_template, time_solution, warm_up)
 from dlcourse.grading.settings import Settings, course_id, default_cell_timeout, default_workers, parse_time
 from dlcourse.grading.state import StateLog
 from dlcourse.grading.worker import autograde_preprocessors, read_json
@@ -139,8 +139,11 @@ def _run_here(root: Path, assignment: str, settings: Settings, cfg, url: str, ou
             on_request = (Job(SOLUTION, Row(student=SOLUTION, notes=[], flags=[]), solution=True),
                           Path(timelimits.wanted(handoff)))
             done = handing_off(finish, handoff, out / "logs")
-        Runner(root, assignment, settings, url, out / "logs", done, template=template,
-               tail_work=report.prepare_report, on_request=on_request).run(todo, stop)
+        runner = Runner(root, assignment, settings, url, out / "logs", done, template=template,
+                        tail_work=report.prepare_report, on_request=on_request)
+        if todo and settings.feedback:
+            compile_feedback_templates(cfg, runner.bytecode_dir)   # once, not in each of the first workers
+        runner.run(todo, stop)
         if settings.solution_seconds_file and Path(settings.solution_seconds_file).exists():
             timelimits.keep_times(kept, key, read_json(Path(settings.solution_seconds_file)))   # for the next batch
     finally:

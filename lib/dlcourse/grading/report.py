@@ -118,7 +118,8 @@ def _similarity(works: dict, layout: "Layout", library: Path | None):
     pairs, crowds = similarity.compare_class(cells, layout.answers, prints=prints)
     with_library = bool(library) and Path(library).is_dir()
     twins = similarity.library_twins(cells, None, layout.answers, prints=prints,
-                                     reference_prints=similarity.library_fingerprints(library)) if with_library else []
+                                     reference_prints=similarity.library_fingerprints(library),
+                                     reference_holders=similarity.library_holders(library)) if with_library else []
     compared = (f"{len(cells)} answer cells of {len(works)} students compared"
                 f"{', and with the functions of ' + Path(library).name if with_library else ''}.")
     return pairs, crowds, twins, compared
@@ -127,12 +128,13 @@ def _similarity(works: dict, layout: "Layout", library: Path | None):
 def prepare_report(library: Path | None = LIBRARY) -> None:
     """What `write_outputs` would do first, done ahead (a grader runs it in a thread while its last
     submissions are graded): import the report's libraries and fingerprint the course library's
-    functions (similarity.library_fingerprints keeps them). A failure here is left for
+    functions (similarity.library_fingerprints keeps them, with the index of their hashes). A failure here is left for
     `write_outputs` to meet and report."""
     try:
         import jinja2  # noqa: F401
 
         from dlcourse.grading import charts, similarity  # noqa: F401
+        similarity.import_copydetect()   # without pyplot (similarity.py)
         if library and Path(library).is_dir():
             similarity.library_fingerprints(library)
     except Exception:  # noqa: BLE001 -- write_outputs does it again and says what went wrong

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from dlcourse.grading.cage import claim_uids, kill_uid
 from dlcourse.grading.cgroups import MemoryCap
+from dlcourse.grading.feedback import FeedbackExporter
 from dlcourse.grading.imports import notebook_imports
 from dlcourse.grading.kernel_template import LISTENING, KernelTemplate
 from dlcourse.grading.outcome import RETRY_NOTE, Failure, Job, Outcome, Row, fork_trouble
@@ -317,3 +318,26 @@ def warm_up(plugins=(), solutions=()) -> None:
                 pass
     notebook_imports(solutions)
     remember_messages(solutions)
+
+
+def compile_feedback_templates(cfg, bytecode_dir: Path) -> None:
+    """Compile the feedback's Jinja templates into `bytecode_dir` (the workers' FeedbackExporter
+    loads them from there) once, in the batch's own process, by rendering WARM_UP_NOTEBOOK with
+    the exporter that nbgrader's GenerateFeedback makes from the course's configuration `cfg`.
+    Without it the first workers each compile all of them at once (0.2 s apiece). Whatever goes
+    wrong here is left to the workers, which compile what they need and report what fails."""
+    import copy
+
+    import nbformat
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+    cfg = copy.deepcopy(cfg)
+    cfg.GenerateFeedback.exporter_class = FeedbackExporter
+    cfg.FeedbackExporter.bytecode_dir = str(bytecode_dir)
+    info = {"notebook": "warm-up", "score": 0.0, "max_score": 0.0, "late_penalty": 0.0}
+    try:
+        converter = GenerateFeedback(coursedir=CourseDirectory(config=cfg), config=cfg)
+        exporter = converter.exporter_class(parent=converter, config=converter.config)
+        exporter.from_notebook_node(nbformat.from_dict(WARM_UP_NOTEBOOK), resources={"nbgrader": info})
+    except Exception:  # noqa: BLE001 -- a course's own template the warm-up cannot fill: the workers compile it
+        pass

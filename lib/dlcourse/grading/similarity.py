@@ -38,8 +38,10 @@ import io
 import os
 import json
 import re
+import sys
 import tempfile
 import threading
+import types
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,16 +71,31 @@ class Match:
         return max(self.similarity)
 
 
+def import_copydetect():
+    """The copydetect package, imported without matplotlib.pyplot where nothing has imported pyplot
+    yet: copydetect's package imports it (0.2 to 0.3 s) for CopyDetector's own HTML report, which
+    the grader never makes (it takes CodeFingerprint, compare_files and copydetect.utils). A stand-in
+    holds pyplot's place during that import only, so a later `import matplotlib.pyplot` is the real one."""
+    if "copydetect" not in sys.modules and "matplotlib.pyplot" not in sys.modules:
+        stand_in = sys.modules["matplotlib.pyplot"] = types.ModuleType("matplotlib.pyplot")
+        try:
+            import copydetect.utils  # noqa: F401
+        finally:
+            if sys.modules.get("matplotlib.pyplot") is stand_in:
+                del sys.modules["matplotlib.pyplot"]
+    import copydetect.utils
+    return copydetect
+
+
 def _fingerprint(code: str, boilerplate=None):
-    from copydetect import CodeFingerprint
+    CodeFingerprint = import_copydetect().CodeFingerprint
     return CodeFingerprint("answer.py", NOISE, GUARANTEE - NOISE + 1, boilerplate=boilerplate, fp=io.StringIO(code),
                            language="python")
 
 
 def _compare(cell: str, first: str, second: str, a, b) -> Match:
-    from copydetect import compare_files
-    from copydetect.utils import highlight_overlap
-    _, sims, slices = compare_files(a, b)
+    _, sims, slices = import_copydetect().compare_files(a, b)
+    highlight_overlap = import_copydetect().utils.highlight_overlap
     marked = [highlight_overlap(fp.raw_code, s, "<mark>", "</mark>", escape_html=True)[0] if s.ndim == 2 and s.shape[1] else
               str(_escape(fp.raw_code)) for fp, s in zip((a, b), slices)]
     return Match(cell, first, second, (float(sims[0]), float(sims[1])), *marked)
@@ -202,7 +219,7 @@ def reference_functions(library: Path, skip=("grading", "widgets")) -> dict[str,
     return refs
 
 
-_LIBRARY_PRINTS: dict = {}   # the library's folder -> {name: CodeFingerprint} (`library_fingerprints`)
+_LIBRARY_PRINTS: dict = {}   # the library's folder -> ({name: CodeFingerprint}, {hash: [names]}) (`_library`)
 _LIBRARY_LOCK = threading.Lock()
 
 
@@ -215,8 +232,7 @@ def cache_dir() -> Path:
 
 
 def _library_key(references: dict) -> str:
-    from copydetect import __version__
-    h = hashlib.sha256(f"{__version__} {NOISE} {GUARANTEE}".encode())
+    h = hashlib.sha256(f"{import_copydetect().__version__} {NOISE} {GUARANTEE}".encode())
     for name, src in sorted(references.items()):
         h.update(f"\0{name}\0{src}".encode())
     return h.hexdigest()[:32]
@@ -227,8 +243,7 @@ def _from_filtered(raw: str, filtered: str, offsets):
     lexing, which is most of the cost, done before): its hashes are made here, in this process
     (copydetect hashes with Python's hash(), which differs from process to process)."""
     import numpy as np
-    from copydetect import CodeFingerprint
-    fp = CodeFingerprint("answer.py", NOISE, GUARANTEE - NOISE + 1, fp=io.StringIO(filtered), filter=False)
+    fp = import_copydetect().CodeFingerprint("answer.py", NOISE, GUARANTEE - NOISE + 1, fp=io.StringIO(filtered), filter=False)
     fp.raw_code, fp.offsets = raw, np.array(offsets[0], dtype=offsets[1])
     return fp
 
@@ -269,33 +284,51 @@ def library_fingerprints(library: Path, cache: Path | None = None) -> dict:
     """{"dlcourse/<module>.py: <name>": CodeFingerprint} of `reference_functions(library)`, made
     once per process (thread-safe: a background thread may be making them when they are asked for)
     and kept in `cache` (default: `cache_dir()`) for the next batch while the library is unchanged."""
+    return _library(library, cache)[0]
+
+
+def library_holders(library: Path, cache: Path | None = None) -> dict:
+    """{hash: [names of the library's functions whose fingerprints hold it]} (`holders`) of
+    `library_fingerprints(library, cache)`, made once per process with them."""
+    return _library(library, cache)[1]
+
+
+def holders(prints: dict) -> dict:
+    """{hash: [names]} of {name: CodeFingerprint}: which fingerprints hold each hash."""
+    held = defaultdict(list)
+    for name, fp in prints.items():
+        for h in fp.hashes:
+            held[h].append(name)
+    return held
+
+
+def _library(library: Path, cache: Path | None) -> tuple[dict, dict]:
     key = str(Path(library).resolve())
     with _LIBRARY_LOCK:
         if key not in _LIBRARY_PRINTS:
-            _LIBRARY_PRINTS[key] = _cached_prints(reference_functions(library), cache or cache_dir(), library)
+            prints = _cached_prints(reference_functions(library), cache or cache_dir(), library)
+            _LIBRARY_PRINTS[key] = prints, holders(prints)
         return _LIBRARY_PRINTS[key]
 
 
 def library_twins(cells: dict[str, dict[str, str]], references: dict[str, str] | None,
                   release: dict[str, str] | None = None, threshold: float = THRESHOLD,
-                  prints: dict | None = None, reference_prints: dict | None = None) -> list[Match]:
+                  prints: dict | None = None, reference_prints: dict | None = None,
+                  reference_holders: dict | None = None) -> list[Match]:
     """Answers of which `threshold` or more of the tokens come from one library function, most
     similar first (the student's share decides; the library function may be longer).
 
     references: {name: source} of the library's functions (or their `reference_prints`, e.g.
     `library_fingerprints(library)`); prints: `fingerprint_cells(cells, release)` where the
-    caller has it already."""
+    caller has it already; reference_holders: `holders(reference_prints)` (`library_holders`)."""
     ref_prints = reference_prints if reference_prints is not None else \
         {name: _fingerprint(src) for name, src in references.items() if src.strip()}
     prints_of = prints if prints is not None else fingerprint_cells(cells, release)
-    holders = defaultdict(list)
-    for name, fp in ref_prints.items():
-        for h in fp.hashes:
-            holders[h].append(name)
+    held = reference_holders if reference_holders is not None and reference_prints is not None else holders(ref_prints)
     matches = []
     for cell in cells:
         for student, fp in prints_of[cell].items():
-            names = {name for h in fp.hashes for name in holders.get(h, ())}
+            names = {name for h in fp.hashes for name in held.get(h, ())}
             best = None
             for name in sorted(names):
                 match = _compare(cell, student, name, fp, ref_prints[name])
