@@ -82,6 +82,21 @@ def test_library_twins_from_made_fingerprints_are_the_same():
     assert [m.first for m in made] == ["eve"] and made[0].second == "dlcourse/conv.py: corr2d"
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["lexed-now", "lexing-kept"])
+def test_library_hashes_without_fingerprints_are_copydetects(kept):
+    """LibraryPrints.hashes(name), which the library's hash index is built from without making a
+    fingerprint, is the hash set of the fingerprint copydetect makes, for every function of the
+    course library: lexed in this process, or read back as the cache keeps the lexing (JSON)."""
+    import json
+    references = similarity.reference_functions(LIBRARY)
+    made = similarity.LibraryPrints.made_from(references)
+    lexed = json.loads(json.dumps(made.lexed)) if kept else made.lexed
+    quick = similarity.LibraryPrints(references, lexed)
+    assert len(quick) == len(made) > 100
+    assert all(quick.hashes(name) == {int(h) for h in made[name].hashes} for name in made)
+    assert all(quick[name].hashes == made[name].hashes for name in list(made)[:20])   # made when asked for
+
+
 def test_prepare_report_leaves_the_library_fingerprinted(tmp_path, monkeypatch):
     library, cache = _library_of_one(tmp_path)
     monkeypatch.setenv("DLCOURSE_CACHE_DIR", str(cache))

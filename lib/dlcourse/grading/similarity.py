@@ -43,6 +43,7 @@ import tempfile
 import threading
 import types
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,6 +239,11 @@ def _library_key(references: dict) -> str:
     return h.hexdigest()[:32]
 
 
+def _lexing(fp) -> list:
+    """[filtered code, [offsets, their dtype]] of a CodeFingerprint: what `_from_filtered` takes."""
+    return [fp.filtered_code, [fp.offsets.tolist(), str(fp.offsets.dtype)]]
+
+
 def _from_filtered(raw: str, filtered: str, offsets):
     """The CodeFingerprint that `_fingerprint(raw)` makes, from its filtered code and offsets (the
     lexing, which is most of the cost, done before): its hashes are made here, in this process
@@ -248,29 +254,62 @@ def _from_filtered(raw: str, filtered: str, offsets):
     return fp
 
 
-def _cached_prints(references: dict, cache: Path | None, library: Path) -> dict:
+class LibraryPrints(Mapping):
+    """{name: CodeFingerprint} of the library's functions, each made from its lexing (filtered code
+    and offsets, `_from_filtered`) when first asked for. `hashes(name)` gives a function's
+    fingerprint hashes without making it: copydetect's k-grams hashed as copydetect hashes them
+    (window 1: every k-gram is a fingerprint), all that `holders` needs to find the few functions
+    that an answer could come from. Only those are then made (`library_twins`)."""
+
+    def __init__(self, references: dict, lexed: dict, made: dict | None = None):
+        """references: {name: source}; lexed: {name: [filtered code, [offsets, dtype]]} (what the
+        cache keeps); made: fingerprints made already."""
+        self._references, self.lexed, self._made = references, lexed, dict(made or {})
+
+    @classmethod
+    def made_from(cls, references: dict) -> "LibraryPrints":
+        """Every function of `references` lexed and fingerprinted now."""
+        made = {name: _fingerprint(src) for name, src in references.items() if src.strip()}
+        return cls(references, {name: _lexing(fp) for name, fp in made.items()}, made)
+
+    def __getitem__(self, name):
+        if name not in self._made:
+            self._made[name] = _from_filtered(self._references[name], *self.lexed[name])
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self.lexed)
+
+    def __len__(self) -> int:
+        return len(self.lexed)
+
+    def hashes(self, name: str) -> set:
+        if name in self._made:
+            return self._made[name].hashes
+        filtered = self.lexed[name][0]
+        return {hash(filtered[i:i + NOISE]) for i in range(len(filtered) - NOISE + 1)}
+
+
+def _cached_prints(references: dict, cache: Path | None, library: Path) -> Mapping:
     """The fingerprints of `references`, their lexing read from `cache` where it was done before with
     the same sources and settings (JSON: the filtered code and offsets of each function), else done
     and kept there. Whatever goes wrong with the cache, they are made."""
-    def make():
-        return {name: _fingerprint(src) for name, src in references.items() if src.strip()}
     if cache is None:
-        return make()
+        return LibraryPrints.made_from(references)
     place = hashlib.sha256(str(Path(library).resolve()).encode()).hexdigest()[:12]   # one file per library folder
     path = Path(cache) / f"library-fingerprints-{place}-{_library_key(references)}.json"
     try:
         if path.is_file():
             kept = json.loads(path.read_text())
-            return {name: _from_filtered(references[name], *kept[name]) for name in references if references[name].strip()}
+            return LibraryPrints(references, {name: kept[name] for name in references if references[name].strip()})
     except Exception:  # noqa: BLE001 -- a damaged cache file: make them again
         pass
-    prints = make()
+    prints = LibraryPrints.made_from(references)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
-            json.dump({name: [fp.filtered_code, [fp.offsets.tolist(), str(fp.offsets.dtype)]]
-                       for name, fp in prints.items()}, f)
+            json.dump(prints.lexed, f)
         os.replace(tmp, path)
         for old in path.parent.glob(f"library-fingerprints-{place}-*"):   # this folder's older sources
             if old != path:
@@ -280,10 +319,10 @@ def _cached_prints(references: dict, cache: Path | None, library: Path) -> dict:
     return prints
 
 
-def library_fingerprints(library: Path, cache: Path | None = None) -> dict:
-    """{"dlcourse/<module>.py: <name>": CodeFingerprint} of `reference_functions(library)`, made
-    once per process (thread-safe: a background thread may be making them when they are asked for)
-    and kept in `cache` (default: `cache_dir()`) for the next batch while the library is unchanged."""
+def library_fingerprints(library: Path, cache: Path | None = None) -> Mapping:
+    """{"dlcourse/<module>.py: <name>": CodeFingerprint} of `reference_functions(library)` (a
+    LibraryPrints: each made when first asked for), lexed once per process (thread-safe: a
+    background thread may be lexing them when they are asked for) and the lexing kept in `cache` (default: `cache_dir()`) for the next batch while the library is unchanged."""
     return _library(library, cache)[0]
 
 
@@ -296,8 +335,8 @@ def library_holders(library: Path, cache: Path | None = None) -> dict:
 def holders(prints: dict) -> dict:
     """{hash: [names]} of {name: CodeFingerprint}: which fingerprints hold each hash."""
     held = defaultdict(list)
-    for name, fp in prints.items():
-        for h in fp.hashes:
+    for name in prints:
+        for h in prints.hashes(name) if isinstance(prints, LibraryPrints) else prints[name].hashes:
             held[h].append(name)
     return held
 
