@@ -57,6 +57,37 @@ def test_remembered_highlights_give_the_same_html(monkeypatch):
     assert len(calls) == sum(c.cell_type == "code" for c in nb.cells) * 2   # stock's and ours: nothing from memory
 
 
+def test_markdown_rendered_ahead_gives_the_same_html(monkeypatch, tmp_path):
+    """Markdown cells rendered ahead (compile_feedback_templates, in the batch's process, from the
+    release) are not rendered again, and the HTML is byte for byte what the exporter writes
+    without them, with the math as MathML (offline_math) and without; the one setting does not
+    answer for the other."""
+    from nbconvert.exporters import HTMLExporter as Stock
+
+    from dlcourse.grading import feedback
+    from dlcourse.grading.runner import compile_feedback_templates
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for offline in (True, False):
+        monkeypatch.setattr(feedback, "RENDERED", {})
+        fresh, _ = FeedbackExporter(config=config(offline_math=offline)).from_notebook_node(nb)
+        monkeypatch.setattr(feedback, "RENDERED", {})
+        (tmp_path / f"templates-{offline}").mkdir()
+        compile_feedback_templates(config(offline_math=offline), tmp_path / f"templates-{offline}", [NOTEBOOK])
+        rendered = {key[1] for key in feedback.RENDERED}
+        assert {c.source for c in nb.cells if c.cell_type == "markdown"} <= rendered
+        calls = []
+        render = feedback.FeedbackExporter._markdown2html
+        monkeypatch.setattr(feedback.FeedbackExporter, "_markdown2html",
+                            lambda self, *a: calls.append(a) or render(self, *a))
+        ahead, _ = FeedbackExporter(config=config(offline_math=offline)).from_notebook_node(nb)
+        assert ahead == fresh
+        assert calls == [], f"{len(calls)} markdown cells were rendered again"
+        monkeypatch.setattr(feedback.FeedbackExporter, "_markdown2html", render)
+        if not offline:
+            assert ahead == Stock(config=config()).from_notebook_node(nb)[0]
+    assert "<math" in FeedbackExporter(config=config(offline_math=True)).from_notebook_node(nb)[0]
+
+
 def test_without_a_folder_nothing_is_cached():
     exporter = FeedbackExporter(config=config())
     assert exporter.environment.bytecode_cache is None

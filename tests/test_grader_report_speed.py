@@ -200,8 +200,8 @@ def test_the_feedback_templates_are_compiled_once_before_the_workers(tmp_path, m
                 f.write(f"{name}\n")
         return compile_(env, source, name, *args, **kwargs)
 
-    def compile_ahead(cfg, bytecode_dir):
-        ahead(cfg, bytecode_dir)
+    def compile_ahead(cfg, bytecode_dir, release=()):
+        ahead(cfg, bytecode_dir, release)
         stored.extend(bytecode_dir.iterdir())
         monkeypatch.setattr(jinja2.Environment, "compile", counting_compile)   # from here on: the workers
 

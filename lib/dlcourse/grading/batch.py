@@ -142,7 +142,8 @@ def _run_here(root: Path, assignment: str, settings: Settings, cfg, url: str, ou
         runner = Runner(root, assignment, settings, url, out / "logs", done, template=template,
                         tail_work=report.prepare_report, on_request=on_request)
         if todo and settings.feedback:
-            compile_feedback_templates(cfg, runner.bytecode_dir)   # once, not in each of the first workers
+            compile_feedback_templates(cfg, runner.bytecode_dir,   # once, not in each of the first workers
+                                       sorted(_release(root, cfg, assignment).glob("*.ipynb")))
         runner.run(todo, stop)
         if settings.solution_seconds_file and Path(settings.solution_seconds_file).exists():
             timelimits.keep_times(kept, key, read_json(Path(settings.solution_seconds_file)))   # for the next batch

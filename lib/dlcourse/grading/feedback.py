@@ -44,6 +44,9 @@ from dlcourse.grading.mathml import to_mathml
 # (lexer, language, magics_language, formatter options, source) -> HTML: filled in the batch's
 # process (remember_highlights), read and added to in each worker
 HIGHLIGHTED: dict[tuple, str] = {}
+# (offline math, source, attachments, embed images, path, anchor options, lexer options) -> HTML:
+# the markdown cells, rendered in the batch's process for the release (compile_feedback_templates)
+RENDERED: dict[tuple, str] = {}
 
 
 class RememberingHighlighter:
@@ -192,7 +195,18 @@ class FeedbackExporter(HTMLExporter):
     @pass_context
     def markdown2html(self, context, source):
         """nbconvert's markdown filter (HTMLExporter.markdown2html), with the math as MathML where
-        `offline_math` is on."""
+        `offline_math` is on; each result kept in RENDERED (a pure function of the source, the
+        cell's attachments, the folder where images are embedded from and the exporter's options)."""
+        cell = context.get("cell", {})
+        path = context.get("resources", {}).get("metadata", {}).get("path", "") if self.embed_images else ""
+        key = (self.offline_math, source, json.dumps(cell.get("attachments", {}), sort_keys=True), self.embed_images,
+               path, self.anchor_link_text, self.exclude_anchor_links,
+               json.dumps(self.lexer_options, sort_keys=True, default=repr))
+        if key not in RENDERED:
+            RENDERED[key] = self._markdown2html(context, source)
+        return RENDERED[key]
+
+    def _markdown2html(self, context, source):
         if not self.offline_math:
             return super().markdown2html(context, source)
         cell = context.get("cell", {})

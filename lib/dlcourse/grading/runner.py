@@ -320,10 +320,12 @@ def warm_up(plugins=(), solutions=()) -> None:
     remember_messages(solutions)
 
 
-def compile_feedback_templates(cfg, bytecode_dir: Path) -> None:
+def compile_feedback_templates(cfg, bytecode_dir: Path, release=()) -> None:
     """Compile the feedback's Jinja templates into `bytecode_dir` (the workers' FeedbackExporter
     loads them from there) once, in the batch's own process, by rendering WARM_UP_NOTEBOOK with
-    the exporter that nbgrader's GenerateFeedback makes from the course's configuration `cfg`.
+    the exporter that nbgrader's GenerateFeedback makes from the course's configuration `cfg`;
+    and render the markdown cells of the `release` notebooks (what every student's copy shares)
+    into feedback.RENDERED, which the workers, its forks, inherit.
     Without it the first workers each compile all of them at once (0.2 s apiece). Whatever goes
     wrong here is left to the workers, which compile what they need and report what fails."""
     import copy
@@ -338,6 +340,17 @@ def compile_feedback_templates(cfg, bytecode_dir: Path) -> None:
     try:
         converter = GenerateFeedback(coursedir=CourseDirectory(config=cfg), config=cfg)
         exporter = converter.exporter_class(parent=converter, config=converter.config)
+    except Exception:  # noqa: BLE001 -- the workers meet it and report it
+        return
+    try:
         exporter.from_notebook_node(nbformat.from_dict(WARM_UP_NOTEBOOK), resources={"nbgrader": info})
     except Exception:  # noqa: BLE001 -- a course's own template the warm-up cannot fill: the workers compile it
+        pass
+    try:
+        for path in release:
+            for cell in nbformat.read(path, as_version=4).cells:
+                if cell.cell_type == "markdown":
+                    exporter.markdown2html({"cell": cell, "resources": {"metadata": {"path": str(Path(path).parent)}}},
+                                           cell.source)
+    except Exception:  # noqa: BLE001 -- what is not rendered here, the workers render
         pass
