@@ -19,10 +19,7 @@ MODULES = sorted(p.stem for p in GRADING.glob("*.py"))
 MAX_LINES = 400
 STEPS = ("Intake", "Cage", "Run", "Render", "Record", "Shared")   # "Shared": used by several steps
 
-# kernel_checks.py runs INSIDE the student's kernel: integrity.baseline_source executes its source
-# as one module, which must stay self-contained (stdlib and IPython only). Cut in two, the parts
-# would have to be joined again in order inside the kernel; it stays whole.
-LONGER = {"kernel_checks"}
+LONGER: set = set()   # modules allowed past MAX_LINES (none)
 
 
 def imported_grading_modules(path: Path) -> set[str]:

@@ -34,7 +34,7 @@ from fixtures.tiny_assignment import ASSIGNMENT, NOTEBOOK, POINTS, write_source
 from nbgrader_harness import grade_id, solved, tiny_course
 from system_packages import ensure_debian_packages
 
-from dlcourse.grading import kernel_checks
+from dlcourse.grading import kernel_library
 from dlcourse.grading.batch import MEMORY_CAP, Settings, grade_batch
 from dlcourse.grading.cage import SandboxUnavailable, bwrap_prefix, check_bwrap, instructor_modules
 from dlcourse.grading.cgroups import MemoryCap, find_parent
@@ -328,8 +328,8 @@ def test_a_bare_sandbox_shows_the_package_without_instructor_tools(tmp_path):
 
 def test_one_list_names_the_instructor_tools():
     """The kernel template preloads none of them, and the kernel's integrity check snapshots none
-    (kernel_checks.py runs in the kernel, stdlib only: it keeps a copy of the list)."""
-    assert set(NOT_PRELOADED) == set(kernel_checks.INSTRUCTOR_TOOLS) == set(instructor_modules())
+    (kernel_library.py runs in the kernel, stdlib only: it keeps a copy of the list)."""
+    assert set(NOT_PRELOADED) == set(kernel_library.INSTRUCTOR_TOOLS) == set(instructor_modules())
     assert {"dlcourse.grading", "dlcourse.hub", "dlcourse.notebooks"} <= set(instructor_modules())
 
 

@@ -65,7 +65,7 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts", "mime.types", "fonts")
 # the instructor's tools in PACKAGE_ROOT, which no kernel sees: the grader, the hub, the notebook
 # tools; of them only KERNEL_SIDE is there, the scripts that start a kernel inside the sandbox
-# (stdlib only, run by path; kernel_checks.py reaches the kernel as the text of the hidden first cell)
+# (stdlib only, run by path; kernel_checks.py and kernel_library.py reach the kernel as the text of the hidden first cell)
 INSTRUCTOR_TOOLS = ("grading", "hub.py", "hub_access.py", "notebooks.py")
 KERNEL_SIDE = ("grading/_kernel_stage.py", "grading/_sandbox_anchor.py")
 

@@ -8,8 +8,8 @@ Three independent defences; what they find is reported as flags in grades.csv (r
   of numpy/torch/math/operator/dlcourse, `__eq__` overrides, sys.modules, the import system
   (sys.path, meta_path), a function's internals (`__globals__`, `__code__`, defaults, closures)
   and torch's function and dispatch modes (the door that references_forbidden guards).
-* a baseline and a guard: the grader's hidden first cell executes kernel_checks.py (a real
-  module; its table CHECKS names every hook once, with how to snapshot, compare and restore it)
+* a baseline and a guard: the grader's hidden first cell executes kernel_library.py and
+  kernel_checks.py (real modules; the table CHECKS names every hook once, with how to snapshot, compare and restore it)
   into a module named with a per-run random nonce and snapshots the hooks (`baseline_source`).
   Right before every graded test cell the grader evaluates `guard_expression` as a user
   expression of an empty execute request. That path runs no cell, so no input or AST
@@ -62,6 +62,7 @@ def static_scan(sources: list[str]) -> list[str]:
 
 
 KERNEL_CHECKS = Path(__file__).with_name("kernel_checks.py")
+KERNEL_LIBRARY = Path(__file__).with_name("kernel_library.py")   # executed first, into the same module
 CHECK_MISSING = "the grader's integrity check did not answer (kernel hooks changed or the kernel died)"
 
 
@@ -69,17 +70,22 @@ def module_name(nonce: str) -> str:
     return f"_dlg_{nonce}"
 
 
+def kernel_source() -> str:
+    """The source the hidden first cell executes as one module: kernel_library.py, then kernel_checks.py."""
+    return KERNEL_LIBRARY.read_text() + "\n\n" + KERNEL_CHECKS.read_text()
+
+
 def baseline_source(nonce: str, preload: list[str] | tuple = ()) -> str:
-    """Code for the hidden first cell: execute kernel_checks.py's source into a fresh module that
-    only this run can name, import `preload` (what the assignment's notebooks import) and snapshot
-    every hook there (before any student code has run)."""
+    """Code for the hidden first cell: execute kernel_library.py's source and then kernel_checks.py's
+    into one fresh module that only this run can name, import `preload` (what the assignment's
+    notebooks import) and snapshot every hook there (before any student code has run)."""
     return (f"def _dlg_boot(source, name, nonce, preload):\n"
             f"    import sys, types\n"
             f"    module = types.ModuleType(name)\n"
             f"    exec(compile(source, '<grader>', 'exec'), module.__dict__)\n"
             f"    module.install(nonce, preload)\n"
             f"    sys.modules[name] = module\n"
-            f"_dlg_boot({KERNEL_CHECKS.read_text()!r}, {module_name(nonce)!r}, {nonce!r}, {list(preload)!r})\n"
+            f"_dlg_boot({kernel_source()!r}, {module_name(nonce)!r}, {nonce!r}, {list(preload)!r})\n"
             f"del _dlg_boot\n")
 
 
