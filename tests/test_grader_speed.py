@@ -7,7 +7,9 @@ the benchmark, benchmarks/grade_benchmark.py, measures the time):
   subscription (ipykernel 7), and asks again when neither a welcome nor the request's 'idle'
   came (a subscription that missed them);
 - the kernel template imports what the assignment's notebooks import (`notebook_imports`);
-- a grading worker's Gradebooks share one SQLAlchemy engine per database;
+- a grading worker's Gradebooks share one SQLAlchemy engine per database, and only its first
+  Gradebook on a database and course checks the tables and the course;
+- the batch reads the kernel provisioners (every package's entry points) before its workers fork;
 - nbgrader's cell-metadata checks check their schema against its meta-schema once, and judge
   every cell as jsonschema.validate does.
 """
@@ -137,6 +139,51 @@ def test_a_workers_gradebooks_share_one_engine_per_database(tmp_path, monkeypatc
     with Gradebook(url, "course") as gb:
         assert gb.engine is first
         assert [s.id for s in gb.students] == ["ada"]
+
+
+def test_a_workers_later_gradebooks_check_the_tables_and_the_course_once(tmp_path, monkeypatch):
+    import nbgrader.api
+    from nbgrader.api import Base, Course, Gradebook
+
+    from dlcourse.grading.nbgrader_patches import one_engine_per_database, open_gradebooks_once
+    monkeypatch.setattr(nbgrader.api, "create_engine", nbgrader.api.create_engine)   # put back afterwards
+    monkeypatch.setattr(Gradebook, "__init__", Gradebook.__init__)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))  # alembic
+    created, create_all = [], Base.metadata.create_all
+    monkeypatch.setattr(Base.metadata, "create_all", lambda *a, **k: (created.append(k.get("bind")), create_all(*a, **k)))
+    one_engine_per_database()
+    open_gradebooks_once()
+    open_gradebooks_once()   # a second call changes nothing
+    url, other = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    with Gradebook(url, "course") as gb:   # the first: nbgrader's own checks make the tables and the course
+        gb.add_student("ada")
+    assert len(created) == 1
+    for _ in range(3):
+        with Gradebook(url, "course") as gb:   # later ones: the engine and a session, nothing checked
+            assert [s.id for s in gb.students] == ["ada"] and gb.course_id == "course" and gb.authenticator is None
+            gb.add_assignment("ps1")
+            gb.remove_assignment("ps1")
+    assert len(created) == 1
+    with Gradebook(url, "another") as gb:   # another course on that database is checked (and added)
+        assert {c.id for c in gb.db.query(Course)} == {"course", "another"}
+    with Gradebook(other, "course") as gb:   # so is another database
+        assert gb.students == []
+    assert len(created) == 3
+
+
+def test_the_batch_reads_the_kernel_provisioners_before_its_workers_fork(monkeypatch):
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    from dlcourse.grading.runner import warm_up
+    monkeypatch.setattr(KernelProvisionerFactory, "_instance", None)   # as in a new process
+    reads = []
+    read = KernelProvisionerFactory._get_all_provisioners
+    monkeypatch.setattr(KernelProvisionerFactory, "_get_all_provisioners",
+                        staticmethod(lambda: reads.append(1) or read()))
+    warm_up()
+    assert reads == [1]
+    factory = KernelProvisionerFactory.instance()   # what each worker's kernel manager asks for
+    assert reads == [1] and "local-provisioner" in factory.provisioners
 
 
 def _metadata_cases():

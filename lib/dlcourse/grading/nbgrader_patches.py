@@ -3,10 +3,11 @@ gradebook's missing indexes.
 
     one_engine_per_database()   # Gradebooks share one SQLAlchemy engine (and compiled SQL) per URL
     check_schemas_once()        # nbgrader's cell-metadata schema is checked against its meta-schema once
+    open_gradebooks_once()      # a worker's Gradebooks check the database's tables and course once
     index_gradebook(gb)         # a student's scores are read without scanning the whole class's
 
-The batch applies both before it forks its workers, which inherit them; each worker applies
-them again (a spawned worker, on a Dask host, starts without them).
+The batch applies the first two before it forks its workers, which inherit them; each worker
+applies them again (a spawned worker, on a Dask host, starts without them), and the third.
 """
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,6 +36,34 @@ def one_engine_per_database() -> None:
 
     shared_engine.shared, shared_engine.engines = True, engines
     nbgrader.api.create_engine = shared_engine
+
+
+def open_gradebooks_once() -> None:
+    """nbgrader opens about nine Gradebooks while it grades and reports one student, and each
+    one asked the database for its tables, ran `create_all` (one query per table) and looked up
+    the course again: about 5 ms a Gradebook. From here on, in this process, a Gradebook on a
+    database and course that an earlier Gradebook of this process has opened without error
+    takes the engine and a session only, as nbgrader's own constructor does after those
+    checks. Only the grading worker calls it: it lives for one student, on a gradebook the
+    batch prepared before it started, so nothing removes those tables while it runs."""
+    import nbgrader.api as api
+    if getattr(api.Gradebook.__init__, "opened", None) is not None:
+        return
+    original, opened = api.Gradebook.__init__, set()
+
+    def __init__(self, db_url, course_id="default_course", authenticator=None):
+        key = (str(db_url), course_id)
+        if key not in opened:
+            original(self, db_url, course_id, authenticator)
+            opened.add(key)
+            return
+        self.engine = api.create_engine(db_url, echo=False, future=True)
+        self.db = api.scoped_session(api.sessionmaker(autoflush=True, bind=self.engine, future=True))
+        self.course_id = course_id
+        self.authenticator = authenticator
+
+    __init__.opened = opened
+    api.Gradebook.__init__ = __init__
 
 
 class SchemaCheckedOnce:

@@ -301,15 +301,18 @@ def warm_up(plugins=(), solutions=()) -> None:
     """Do once, in the batch's own process, what every worker would otherwise do again: import
     nbformat's schema validators, pygments' lexers (their regular expressions are compiled on
     first use and kept on the class) and the rest of nbconvert's HTML export, by rendering
-    WARM_UP_NOTEBOOK; import the modules of `plugins` (the preprocessors the course's
+    WARM_UP_NOTEBOOK; read jupyter_client's kernel provisioners (every installed package's entry
+    points) into its KernelProvisionerFactory; import the modules of `plugins` (the preprocessors the course's
     nbgrader_config.py names by their dotted names); read what the `solutions` notebooks import
     and what their tests' messages say (the kernel's preload and the feedback's redaction). The
     workers are forks of this process and inherit all of it. Nothing is written."""
     import importlib
 
     import nbformat
+    from jupyter_client.provisioning import KernelProvisionerFactory
     from nbconvert.exporters import HTMLExporter
     HTMLExporter().from_notebook_node(nbformat.from_dict(WARM_UP_NOTEBOOK))
+    KernelProvisionerFactory.instance()   # reads every installed package's entry points (20 ms)
     for dotted in plugins:
         if isinstance(dotted, str) and "." in dotted:
             try:

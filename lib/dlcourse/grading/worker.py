@@ -23,7 +23,7 @@ from pathlib import Path
 from dlcourse.grading.cage import kernel_reachable, private_tmpfs
 from dlcourse.grading.feedback import FeedbackExporter
 from dlcourse.grading.imports import notebook_imports
-from dlcourse.grading.nbgrader_patches import check_schemas_once, one_engine_per_database
+from dlcourse.grading.nbgrader_patches import check_schemas_once, one_engine_per_database, open_gradebooks_once
 from dlcourse.grading.outcome import Failure, Outcome, classify
 from dlcourse.grading.sanitize import SanitizeStudentOutput
 from dlcourse.grading.sandbox import SandboxedExecute
@@ -121,6 +121,7 @@ def worker(root: Path, assignment: str, student: str, kernel_uid: int, settings:
     try:
         one_engine_per_database()
         check_schemas_once()
+        open_gradebooks_once()
         preload = notebook_imports(sorted((root / "solutions" / assignment).glob("*.ipynb")))
         cfg = _autograde_config(root, db_url, settings, work, kernel_uid, quota, cgroup_procs, template_socket,
                                 bytecode_dir, preload)
