@@ -4,7 +4,8 @@
   (`node_source`), which must give exactly what `ast.get_source_segment` gives;
 * the class's answers are fingerprinted once for both passes (copied pairs and library twins),
   and students who hand in the same text share one fingerprint: the matches are the same as
-  with every answer fingerprinted on its own;
+  with every answer fingerprinted on its own; two such texts are compared once, not once per
+  pair of their students;
 * `prepare_report` (run by the batch in a thread while its last submissions are graded) leaves
   the library's fingerprints made, and `write_outputs` then uses them;
 * the batch starts that thread only once no worker is left to fork, and a job tried again waits
@@ -68,6 +69,21 @@ def test_fingerprints_made_once_give_the_same_matches():
     assert [(m.cell, m.first, m.second, m.similarity) for m in alone[0]] == \
         [(m.cell, m.first, m.second, m.similarity) for m in shared[0]]
     assert {(m.first, m.second) for m in shared[0] if m.cell == "mean"} == {("ann", "bob"), ("ann", "cid"), ("bob", "cid")}
+
+
+def test_the_same_two_texts_are_compared_once_for_all_their_students(monkeypatch):
+    renamed = MEAN.replace("total", "acc")
+    texts = {"ann": MEAN, "bob": MEAN, "cid": MEAN, "dan": renamed, "eve": renamed}
+    copydetect = similarity.import_copydetect()
+    calls, compare_files = [], copydetect.compare_files
+    monkeypatch.setattr(copydetect, "compare_files", lambda a, b: calls.append((a, b)) or compare_files(a, b))
+    matches, _ = similarity.compare_class({"mean": texts})
+    assert {(m.first, m.second) for m in matches} == {(a, b) for a in texts for b in texts if a < b}   # all ten pairs
+    assert len(calls) == 3   # MEAN with itself, MEAN with renamed, renamed with itself
+    for m in matches:   # each as if its two students had been the whole class
+        (alone,), _ = similarity.compare_class({"mean": {m.first: texts[m.first], m.second: texts[m.second]}})
+        assert (m.cell, m.first, m.second, m.similarity, m.first_html, m.second_html) == \
+            (alone.cell, alone.first, alone.second, alone.similarity, alone.first_html, alone.second_html)
 
 
 def test_library_twins_from_made_fingerprints_are_the_same():

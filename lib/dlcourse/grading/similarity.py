@@ -44,7 +44,7 @@ import threading
 import types
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 NOISE = 25        # copydetect's noise threshold: fingerprints are hashes of 25 filtered characters
@@ -141,7 +141,12 @@ def _pairs(cell: str, prints: dict, threshold: float, common: int) -> list[Match
     for students in holders.values():
         if 1 < len(students) <= common:
             pairs.update((a, b) for i, a in enumerate(students) for b in students[i + 1:])
-    matches = [_compare(cell, a, b, prints[a], prints[b]) for a, b in sorted(tuple(sorted(p)) for p in pairs)]
+    compared, matches = {}, []   # students who handed in the same text share a fingerprint: compared once
+    for a, b in sorted(tuple(sorted(p)) for p in pairs):
+        key = (id(prints[a]), id(prints[b]))
+        if key not in compared:
+            compared[key] = _compare(cell, a, b, prints[a], prints[b])
+        matches.append(replace(compared[key], first=a, second=b))
     return [m for m in matches if m.score >= threshold]
 
 
