@@ -1,11 +1,13 @@
 """The grader's layout: modules that import one way, stay small, say their step, and keep their
 private names to themselves.
 
-No kernel runs here: the import graph and the docstrings are read with `ast`; one fresh Python
-imports each grading module alone (an import circle shows there as an ImportError whichever
-module of the circle comes first).
+No kernel runs here: the import graph and the docstrings are read with `ast`; each grading module
+is imported alone, in a fork of a Python that holds the outside packages they use but none of the
+course's modules (an import circle shows there as an ImportError whichever module of the circle
+comes first).
 """
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -77,16 +79,44 @@ def test_grading_modules_import_one_way():
     assert find_cycle(graph) == []
 
 
+ALONE = """
+import json, os, sys, traceback
+names = json.loads(sys.argv[1])
+read, write = os.pipe()
+if os.fork() == 0:   # a child imports every grading module: which outside modules do they use?
+    for name in names:
+        try:
+            __import__(f"dlcourse.grading.{name}")
+        except BaseException:
+            pass
+    outside = [m for m in sorted(sys.modules) if m.split(".")[0] != "dlcourse" and not m.startswith("_")]
+    os.write(write, json.dumps(outside).encode())
+    os._exit(0)
+os.close(write)
+outside = json.loads(b"".join(iter(lambda: os.read(read, 1 << 16), b"")))
+os.wait()
+for module in outside:   # imported once here: no circle of the course's modules can hide in them
+    try:
+        __import__(module)
+    except BaseException:
+        pass
+course = [m for m in sys.modules if m.split(".")[0] == "dlcourse"]
+assert not course, f"an outside module imported the course's: {course}"
+for name in names:   # each grading module alone, in a fork of this Python that holds none of the course's modules
+    pid = os.fork()
+    if pid == 0:
+        try:
+            __import__(f"dlcourse.grading.{name}")
+        except BaseException:
+            print(name, traceback.format_exc().strip().splitlines()[-1], flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
 def test_each_grading_module_imports_alone():
-    script = (
-        "import importlib, subprocess, sys\n"
-        f"for name in {[m for m in MODULES if m != '__main__']!r}:\n"
-        "    done = subprocess.run([sys.executable, '-c', f'import dlcourse.grading.{name}'],\n"
-        "                          capture_output=True, text=True)\n"
-        "    if done.returncode:\n"
-        "        print(name, done.stderr.strip().splitlines()[-1])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    names = [m for m in MODULES if m != "__main__"]
+    done = subprocess.run([sys.executable, "-c", ALONE, json.dumps(names)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "", f"modules that fail to import alone:\n{done.stdout}"
 
