@@ -31,8 +31,12 @@ class Course:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def nbgrader(self, *args, cell_timeout: int = 30, check: bool = False) -> subprocess.CompletedProcess:
+    def nbgrader(self, *args, cell_timeout: int = 30, check: bool = False, threads: int | None = None) -> subprocess.CompletedProcess:
+        """Run `nbgrader *args` in the course; threads: how many threads its kernels' torch and BLAS
+        may start (None: their own default, one per core)."""
         env = dict(os.environ, DLCOURSE_CELL_TIMEOUT=str(cell_timeout), PYTHONHASHSEED="0")
+        if threads is not None:
+            env.update({name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
         # nbgrader runs `alembic` by name: the venv's bin must come first on PATH
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.pop("DLCOURSE_GRADEBOOK_URL", None)
@@ -58,8 +62,8 @@ class Course:
             nbformat.write(nb, target)
         return target
 
-    def autograde(self, assignment: str, cell_timeout: int = 30) -> subprocess.CompletedProcess:
-        return self.nbgrader("autograde", assignment, "--force", cell_timeout=cell_timeout)
+    def autograde(self, assignment: str, cell_timeout: int = 30, threads: int | None = None) -> subprocess.CompletedProcess:
+        return self.nbgrader("autograde", assignment, "--force", cell_timeout=cell_timeout, threads=threads)
 
     def feedback(self, assignment: str) -> subprocess.CompletedProcess:
         return self.nbgrader("generate_feedback", assignment, "--force")

@@ -175,7 +175,8 @@ def grade(ps: ProblemSet, root) -> Graded:
     submit_class(course, ps.assignment, ps.notebook, {student: ps.planted(student) for student in ps.students})
     if ps.more_submissions:
         ps.more_submissions(course, ps)
-    autograde = course.autograde(ps.assignment, cell_timeout=ps.cell_timeout)
+    # one thread per kernel, as the batch grader's kernels have: beside the other test worker, more only spin
+    autograde = course.autograde(ps.assignment, cell_timeout=ps.cell_timeout, threads=1)
     feedback = course.feedback(ps.assignment) if ps.feedback else None
     return Graded(ps, course, autograde, feedback, course.scores(ps.assignment, ps.notebook))
 
