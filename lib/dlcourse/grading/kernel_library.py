@@ -83,9 +83,11 @@ def _function_state(f) -> tuple:
 
 
 def _function_changed(f, state) -> bool:
-    now = _function_state(f)
-    return any(a is not b for a, b in zip(now[:3], state[:3])) or \
-        len(now[3]) != len(state[3]) or any(a is not b for a, b in zip(now[3], state[3]))
+    code, defaults, kwdefaults, cells = state
+    if f.__code__ is not code or f.__defaults__ is not defaults or f.__kwdefaults__ is not kwdefaults:
+        return True
+    closure = f.__closure__ or ()
+    return len(closure) != len(cells) or any(_cell(c) is not v for c, v in zip(closure, cells))
 
 
 def _function_restore(f, state) -> None:
@@ -178,8 +180,9 @@ def _accept_rewraps(saved: _Module) -> None:
 
 
 def _module_changed(name: str, saved: _Module) -> bool:
-    _accept_rewraps(saved)
     now = vars(saved.module)
+    if any(now.get(k, _EMPTY) is not v for k, v in saved.names.items()):
+        _accept_rewraps(saved)   # (it changes nothing where no name differs)
     return sys.modules.get(name) is not saved.module or len(now) != len(saved.names) and bool(_added(saved)) \
         or any(now.get(k, _EMPTY) is not v for k, v in saved.names.items()) \
         or any(_function_changed(f, state) for f, state in saved.functions) \
