@@ -4,7 +4,8 @@ One module per topic, named after the lecture that introduces it:
 
     dlcourse.conv       convolution, padding, stride and pooling (lecture 04)
     dlcourse.rnn        recurrent cells (RNN, LSTM, GRU) in PyTorch's layout (lectures 07-08)
-    dlcourse.embeddings a generated corpus, word2vec (skip-gram, CBOW), analogies (lecture 09)
+    dlcourse.embeddings word2vec (skip-gram, CBOW), nearest neighbours, analogies (lecture 09)
+    dlcourse.word_corpus the generated corpus with known analogies and tags (lecture 09)
     dlcourse.elmo       a bidirectional LSTM language model and ELMo's layer mix (lecture 09)
     dlcourse.attention  scaled dot-product and multi-head attention, transformer block, tiny GPT (lecture 10)
     dlcourse.bert       BERT's masking, next-sentence pairs, parameter count, a tiny BERT (lecture 10)
